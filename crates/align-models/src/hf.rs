@@ -82,7 +82,8 @@ impl Model {
                 tensors.insert(k, t);
             }
         }
-        let store = ParamStore::new(Source::Tensors { tensors, origin });
+        let default_file = if files.len() == 1 { files[0].clone() } else { dir.join("model.safetensors.index.json") };
+        let store = ParamStore::new(Source::Tensors { tensors, origin, default_file });
         let lm = build(&config, &store, dtype, device)?;
         let unused: Vec<String> = store.unused_keys().into_iter().filter(|k| !is_ignorable(k, &config)).collect();
         if !unused.is_empty() {

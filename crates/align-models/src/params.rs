@@ -17,7 +17,7 @@ pub enum Source {
     /// Seeded init: normal(0, `std`) for matrices, the hint's constant for norms and biases.
     Init { seed: u64, std: f64 },
     /// Tensors loaded from files; `origin` maps each key to the file it came from.
-    Tensors { tensors: BTreeMap<String, Tensor>, origin: BTreeMap<String, PathBuf> },
+    Tensors { tensors: BTreeMap<String, Tensor>, origin: BTreeMap<String, PathBuf>, default_file: PathBuf },
 }
 
 pub struct ParamStore {
@@ -74,8 +74,8 @@ impl ParamStore {
                 };
                 Tensor::from_vec(data, shape, dev)?.to_dtype(dtype)
             }
-            Source::Tensors { tensors, origin } => {
-                let file = origin.get(name).map(|p| p.display().to_string()).unwrap_or_else(|| "weights".into());
+            Source::Tensors { tensors, origin, default_file } => {
+                let file = origin.get(name).unwrap_or(default_file).display().to_string();
                 let Some(t) = tensors.get(name) else {
                     return Err(self.fail(crate::ModelError::MissingKey { path: file.into(), key: name.into() }));
                 };

@@ -134,3 +134,28 @@ fn save_then_load_gives_the_same_logits() {
         assert!(rel_err(&c16, &a) < 5e-2, "{arch}: bf16 round trip");
     }
 }
+
+#[test]
+fn sharded_checkpoint_loads_like_a_single_file() {
+    let (model, io) = load("llama");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture_dir("llama").join("model/config.json"), dir.path().join("config.json")).unwrap();
+    let vars = model.vars();
+    let (a, b) = vars.split_at(vars.len() / 2);
+    let mut map = serde_json::Map::new();
+    for (i, part) in [a, b].iter().enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let ts: Vec<(String, Tensor)> = part.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        align_models::hf::save_safetensors(dir.path().join(&file), &ts).unwrap();
+        for (k, _) in part.iter() {
+            map.insert(k.clone(), file.clone().into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let sharded = Model::from_pretrained(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    let input = ids(&io["a.input_ids"]);
+    let pos = default_positions(2, 12, 0, &Device::Cpu).unwrap();
+    let l = sharded.lm.forward(&ForwardArgs::new(&input, &pos), None).unwrap();
+    assert!(rel_err(&l, &io["a.logits"]) < 1e-4);
+}
