@@ -1,1 +1,21 @@
-//! align-data
+//! align-data: tokenizers and the data that feeds training.
+//!
+//! - [`tokenizer`]: load a Hugging Face tokenizer directory, stream-decode, train byte-level BPE.
+//! - [`text`] and [`jsonl`]: documents from `.txt` / `.jsonl` files, errors naming file and line.
+//! - [`blocks`]: documents → tokens + EOS → train/eval split → blocks of `seq_len + 1`.
+//! - [`batcher`]: seeded shuffled batches with a resumable state.
+//!
+//! Formats and rules are in docs/data.md.
+
+pub mod batcher;
+pub mod blocks;
+pub mod error;
+pub mod jsonl;
+pub mod text;
+pub mod tokenizer;
+
+pub use batcher::{Batcher, BatcherState};
+pub use blocks::{build_dataset, load_pretrain_data, Batch, TokenBlocks, TokenDataset};
+pub use error::{DataError, Result};
+pub use text::{read_text_documents, read_text_documents_with_field};
+pub use tokenizer::{train_bpe, DecodeStream, Tokenizer, CHATML_TEMPLATE, DEFAULT_SPECIAL_TOKENS};

@@ -1,1 +1,66 @@
-fn main() {}
+//! `align`: the whole alignment pipeline in one binary. `main` only parses and dispatches; each
+//! subcommand lives in `cmd/`.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod cmd;
+mod config;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(name = "align", version, about = "Take a language model through the whole alignment pipeline, measurably.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The alignment gym: a generated world with a gold judge and simulated annotators.
+    #[command(subcommand)]
+    Gym(cmd::gym::GymCmd),
+    /// Train or use a tokenizer.
+    #[command(subcommand)]
+    Tokenizer(cmd::tokenizer::TokenizerCmd),
+    /// Stage 1: pretrain a raw next-token predictor.
+    Pretrain(cmd::pretrain::PretrainArgs),
+}
+
+/// Threads for candle's matmuls and rayon: set once, before any parallel work (CANDLE.md: without
+/// it candle re-reads /proc/cpuinfo on every matmul).
+fn set_thread_defaults() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        std::env::set_var("MIMALLOC_PURGE_DELAY", "-1");
+    }
+}
+
+fn main() -> ExitCode {
+    set_thread_defaults();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Gym(c) => cmd::gym::run(c),
+        Command::Tokenizer(c) => cmd::tokenizer::run(c),
+        Command::Pretrain(a) => cmd::pretrain::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

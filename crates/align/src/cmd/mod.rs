@@ -1,0 +1,5 @@
+//! One module per subcommand; each exposes its clap arguments and a `run`.
+
+pub mod gym;
+pub mod pretrain;
+pub mod tokenizer;
