@@ -47,11 +47,14 @@ pub struct Generation {
     pub stop_string: Option<String>,
 }
 
+/// Turns a row's completion ids into text (the caller's tokenizer), for stop strings.
+pub type DecodeFn<'a> = &'a dyn Fn(&[u32]) -> String;
+
 /// Callbacks and per-row settings of one [`generate`] call; `Default` is none of them.
 #[derive(Default)]
 pub struct GenerateOptions<'a> {
     /// Decodes a row's completion ids to text; required when `stop_strings` is not empty.
-    pub decode: Option<&'a dyn Fn(&[u32]) -> String>,
+    pub decode: Option<DecodeFn<'a>>,
     /// Called with `(row, token)` as soon as each token is chosen (for streaming).
     pub on_token: Option<&'a mut dyn FnMut(usize, u32)>,
     /// Sampling stream of each row (default: its index): row `i` draws from
@@ -184,17 +187,13 @@ pub fn generate(
     let mut logits = last_logits(&lm.lm_head(&hidden.narrow(1, t - 1, 1)?)?)?; // B × V
     let mut kv_len = t;
     let mut work: Vec<f32> = Vec::with_capacity(vocab);
-    // Finished rows leave the batch; if the cache cannot drop rows, they stay as ballast instead.
-    let mut compact = true;
+    // Finished rows leave the batch (their cache rows are dropped).
 
     loop {
         // Choose one token per running row, and decide who stops.
         let mut keep = Vec::with_capacity(active.len()); // batch slots still running
         for (slot, &i) in active.iter().enumerate() {
             let row = &mut rows[i];
-            if row.finish.is_some() {
-                continue; // ballast
-            }
             let raw = &logits[slot];
             work.clear();
             work.extend_from_slice(raw);
@@ -215,17 +214,13 @@ pub fn generate(
         if keep.is_empty() {
             break;
         }
-        if compact && keep.len() < active.len() {
+        if keep.len() < active.len() {
             let idx = Tensor::from_vec(keep.iter().map(|&s| s as u32).collect::<Vec<_>>(), keep.len(), device)?;
-            match cache.select_rows(&idx) {
-                Ok(()) => active = keep.iter().map(|&s| active[s]).collect(),
-                Err(e) if requires_contiguous(&e) => compact = false,
-                Err(e) => return Err(e.into()),
-            }
+            cache.select_rows(&idx)?;
+            active = keep.iter().map(|&s| active[s]).collect();
         }
 
-        // Decode step: feed each running row's last token at its own position (ballast rows
-        // get token 0 at position 0; their logits are ignored).
+        // Decode step: feed each running row's last token at its own position.
         let b = active.len();
         let last = |i: usize| match rows[i].finish {
             None => (*rows[i].tokens.last().expect("a token was chosen"), (rows[i].prompt_len + rows[i].tokens.len() - 1) as u32),
@@ -253,18 +248,6 @@ pub fn generate(
     Ok(finish(rows))
 }
 
-/// Whether `e` is candle's "needs a contiguous tensor" error (what `KvCache::select_rows` returns
-/// while the cache holds transposed views), possibly wrapped in a backtrace or context.
-fn requires_contiguous(e: &candle_core::Error) -> bool {
-    match e {
-        candle_core::Error::RequiresContiguous { .. } => true,
-        candle_core::Error::WithBacktrace { inner, .. } | candle_core::Error::Context { inner, .. } => {
-            requires_contiguous(inner)
-        }
-        _ => false,
-    }
-}
-
 /// (B, 1, V) logits of any dtype → one f32 vector per row.
 fn last_logits(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(logits.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?)
@@ -275,7 +258,7 @@ fn stop_reason(
     row: &Row,
     tok: u32,
     cfg: &SamplingConfig,
-    decode: Option<&dyn Fn(&[u32]) -> String>,
+    decode: Option<DecodeFn<'_>>,
     ctx: usize,
 ) -> Option<(FinishReason, Option<String>)> {
     if cfg.eos_token_ids.contains(&tok) {

@@ -15,4 +15,4 @@ pub mod sampling;
 
 pub use config::SamplingConfig;
 pub use error::{GenerateError, Result};
-pub use generate::{generate, generate_model, truncate_at_stop, FinishReason, GenerateOptions, Generation};
+pub use generate::{generate, generate_model, truncate_at_stop, DecodeFn, FinishReason, GenerateOptions, Generation};

@@ -72,8 +72,8 @@ impl KvCache {
             self.layers.resize(layer + 1, None);
         }
         let kv = match &self.layers[layer] {
-            None => (k.clone(), v.clone()),
-            Some((pk, pv)) => (Tensor::cat(&[pk, k], 2)?, Tensor::cat(&[pv, v], 2)?),
+            None => (k.contiguous()?, v.contiguous()?),
+            Some((pk, pv)) => (Tensor::cat(&[pk, &k.contiguous()?], 2)?, Tensor::cat(&[pv, &v.contiguous()?], 2)?),
         };
         self.layers[layer] = Some(kv.clone());
         Ok(kv)
@@ -82,7 +82,7 @@ impl KvCache {
     /// Keeps only the batch rows in `rows` (used when finished rows leave a batch).
     pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
         for l in self.layers.iter_mut().flatten() {
-            *l = (l.0.index_select(rows, 0)?, l.1.index_select(rows, 0)?);
+            *l = (l.0.contiguous()?.index_select(rows, 0)?, l.1.contiguous()?.index_select(rows, 0)?);
         }
         Ok(())
     }

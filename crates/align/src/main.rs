@@ -27,6 +27,8 @@ enum Command {
     Tokenizer(cmd::tokenizer::TokenizerCmd),
     /// Stage 1: pretrain a raw next-token predictor.
     Pretrain(cmd::pretrain::PretrainArgs),
+    /// Generate text from a model (KV cache, batched, streaming for one prompt).
+    Generate(cmd::generate::GenerateArgs),
 }
 
 /// Threads for candle's matmuls and rayon: set once, before any parallel work (CANDLE.md: without
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Gym(c) => cmd::gym::run(c),
         Command::Tokenizer(c) => cmd::tokenizer::run(c),
         Command::Pretrain(a) => cmd::pretrain::run(a),
+        Command::Generate(a) => cmd::generate::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

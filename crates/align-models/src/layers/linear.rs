@@ -18,9 +18,20 @@ impl Linear {
     }
 }
 
+/// `x @ w` over the last dim of `x` of any rank, as one 2-D matmul (no broadcast copies of `w`).
+pub fn matmul_last(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    let (d_in, d_out) = w.dims2()?;
+    let rows = x.elem_count() / d_in;
+    let y = x.reshape((rows, d_in))?.matmul(w)?;
+    let mut out = dims.to_vec();
+    *out.last_mut().unwrap() = d_out;
+    y.reshape(out)
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.broadcast_matmul(&self.weight.t()?)?;
+        let y = matmul_last(x, &self.weight.t()?)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -45,6 +56,6 @@ impl Conv1D {
 
 impl Module for Conv1D {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.broadcast_matmul(&self.weight)?.broadcast_add(&self.bias)
+        matmul_last(x, &self.weight)?.broadcast_add(&self.bias)
     }
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand; each exposes its clap arguments and a `run`.
 
+pub mod generate;
 pub mod gym;
 pub mod pretrain;
 pub mod tokenizer;
