@@ -23,8 +23,10 @@ pub struct BatcherState {
     pub rng: RngState,
 }
 
-pub struct Batcher {
-    blocks: TokenBlocks,
+/// Seeded epochs of shuffled indices `0..n`, `batch_size` at a time, with a resume state: the
+/// part of [`Batcher`] that does not care what the items are (SFT and preference data use it too).
+pub struct Shuffler {
+    n: usize,
     batch_size: usize,
     epoch: u64,
     cursor: usize,
@@ -33,63 +35,49 @@ pub struct Batcher {
     rng: Rng,
 }
 
-impl Batcher {
-    /// A batcher over `blocks`, shuffled with `fork(seed, "data")`.
-    pub fn new(blocks: TokenBlocks, batch_size: usize, seed: u64) -> Result<Self> {
-        if batch_size == 0 || batch_size > blocks.len() {
+impl Shuffler {
+    /// Shuffles `n` items with `fork(seed, purpose)`.
+    pub fn new(n: usize, batch_size: usize, seed: u64, purpose: &str) -> Result<Self> {
+        if batch_size == 0 || batch_size > n {
             return Err(DataError::Invalid(format!(
-                "batch_size {batch_size} must be between 1 and the number of training blocks ({})",
-                blocks.len()
+                "batch_size {batch_size} must be between 1 and the number of training items ({n})"
             )));
         }
-        let rng = fork(seed, "data");
-        let mut b = Batcher {
-            epoch_rng: save_state(&rng),
-            rng,
-            order: vec![],
-            blocks,
-            batch_size,
-            epoch: 0,
-            cursor: 0,
-        };
-        b.shuffle();
-        Ok(b)
+        let rng = fork(seed, purpose);
+        let mut s = Shuffler { epoch_rng: save_state(&rng), rng, order: vec![], n, batch_size, epoch: 0, cursor: 0 };
+        s.shuffle();
+        Ok(s)
     }
 
     /// Draws this epoch's permutation, remembering the RNG state before it.
     fn shuffle(&mut self) {
         self.epoch_rng = save_state(&self.rng);
-        self.order = (0..self.blocks.len()).collect();
+        self.order = (0..self.n).collect();
         self.order.shuffle(&mut self.rng);
     }
 
-    /// The next batch (the stream never ends; epochs roll over).
-    pub fn next_batch(&mut self) -> Batch {
+    /// The next batch of indices (the stream never ends; epochs roll over).
+    pub fn next_indices(&mut self) -> Vec<usize> {
         if self.cursor + self.batch_size > self.order.len() {
             self.epoch += 1;
             self.cursor = 0;
             self.shuffle();
         }
-        let idx = &self.order[self.cursor..self.cursor + self.batch_size];
+        let idx = self.order[self.cursor..self.cursor + self.batch_size].to_vec();
         self.cursor += self.batch_size;
-        self.blocks.batch(idx)
+        idx
     }
 
     pub fn state(&self) -> BatcherState {
-        BatcherState {
-            epoch: self.epoch,
-            cursor: self.cursor,
-            rng: self.epoch_rng.clone(),
-        }
+        BatcherState { epoch: self.epoch, cursor: self.cursor, rng: self.epoch_rng.clone() }
     }
 
-    /// Continues from `state` (taken from a batcher over the same blocks and batch size).
+    /// Continues from `state` (taken from a shuffler over the same items and batch size).
     pub fn restore(&mut self, state: &BatcherState) -> Result<()> {
-        if state.cursor > self.blocks.len() {
+        if state.cursor > self.n {
             return Err(DataError::Invalid(format!(
-                "batcher state cursor {} is past the {} training blocks: different data?",
-                state.cursor,
-                self.blocks.len()
+                "batcher state cursor {} is past the {} training items: different data?",
+                state.cursor, self.n
             )));
         }
         self.rng = restore_state(&state.rng);
@@ -99,6 +87,10 @@ impl Batcher {
         Ok(())
     }
 
+    /// Epochs completed, plus the fraction of the current one.
+    pub fn epoch_f64(&self) -> f64 {
+        self.epoch as f64 + self.cursor as f64 / self.n.max(1) as f64
+    }
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
@@ -107,7 +99,47 @@ impl Batcher {
     }
     /// Whole batches per epoch.
     pub fn batches_per_epoch(&self) -> usize {
-        self.blocks.len() / self.batch_size
+        self.n / self.batch_size
+    }
+}
+
+/// Shuffled batches of pretraining blocks.
+pub struct Batcher {
+    blocks: TokenBlocks,
+    shuffler: Shuffler,
+}
+
+impl Batcher {
+    /// A batcher over `blocks`, shuffled with `fork(seed, "data")`.
+    pub fn new(blocks: TokenBlocks, batch_size: usize, seed: u64) -> Result<Self> {
+        let shuffler = Shuffler::new(blocks.len(), batch_size, seed, "data")?;
+        Ok(Batcher { blocks, shuffler })
+    }
+
+    /// The next batch (the stream never ends; epochs roll over).
+    pub fn next_batch(&mut self) -> Batch {
+        let idx = self.shuffler.next_indices();
+        self.blocks.batch(&idx)
+    }
+
+    pub fn state(&self) -> BatcherState {
+        self.shuffler.state()
+    }
+
+    /// Continues from `state` (taken from a batcher over the same blocks and batch size).
+    pub fn restore(&mut self, state: &BatcherState) -> Result<()> {
+        self.shuffler.restore(state)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.shuffler.epoch()
+    }
+    pub fn batch_size(&self) -> usize {
+        self.shuffler.batch_size()
+    }
+    /// Whole batches per epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.shuffler.batches_per_epoch()
     }
     pub fn blocks(&self) -> &TokenBlocks {
         &self.blocks

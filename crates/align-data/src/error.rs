@@ -32,12 +32,34 @@ pub enum DataError {
         line: usize,
         msg: String,
     },
+    /// A bad record of a data set (docs/formats.md): `data.jsonl: line 3: field `chosen`:
+    /// identical to `rejected``. `unit` is `line`, `row` (Parquet) or `record` (a JSON array);
+    /// `reason` is the key that `skip_invalid` counts.
+    #[error("{path}: {unit} {index}: {}{msg}", field_prefix(.field))]
+    Record {
+        path: PathBuf,
+        unit: &'static str,
+        index: usize,
+        field: Option<String>,
+        reason: String,
+        msg: String,
+    },
+    /// A data set that cannot be read as a whole (unknown format, unsupported Parquet column).
+    #[error("{path}: {msg}")]
+    Dataset { path: PathBuf, msg: String },
     /// An error from the `tokenizers` crate, with the file or operation it came from.
     #[error("tokenizer ({context}): {msg}")]
     Tokenizer { context: String, msg: String },
     /// Arguments that cannot work (block longer than the data, batch larger than the blocks, ...).
     #[error("{0}")]
     Invalid(String),
+}
+
+fn field_prefix(field: &Option<String>) -> String {
+    field
+        .as_ref()
+        .map(|f| format!("field `{f}`: "))
+        .unwrap_or_default()
 }
 
 pub type Result<T, E = DataError> = std::result::Result<T, E>;

@@ -21,7 +21,7 @@ pub mod judge;
 pub mod panel;
 pub mod record;
 pub mod respond;
-mod text;
+pub mod text;
 pub mod vocab;
 pub mod world;
 

@@ -23,19 +23,29 @@ pub struct Model {
     pub dtype: DType,
     /// `config.json` as read, so that saving keeps fields align does not interpret.
     raw_config: Option<serde_json::Value>,
+    /// Linear layers by module name and LoRA adapters (see `crate::lora`).
+    pub(crate) lora: crate::lora::LoraState,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
     move |e| ModelError::Io { path: path.to_path_buf(), source: e }
 }
 
-fn build(config: &ModelConfig, store: &Arc<ParamStore>, dtype: DType, dev: &Device) -> Result<Box<dyn CausalLm>> {
+/// Builds the architecture; also returns its linear layers (for LoRA).
+fn build(
+    config: &ModelConfig,
+    store: &Arc<ParamStore>,
+    dtype: DType,
+    dev: &Device,
+) -> Result<(Box<dyn CausalLm>, Vec<crate::lora::LinearInfo>)> {
     let vb = VarBuilder::from_backend(Box::new(Backend(store.clone())), dtype, dev.clone());
-    let lm: candle_core::Result<Box<dyn CausalLm>> = match config {
-        ModelConfig::Llama(c) => crate::llama::Llama::new(vb, c).map(|m| Box::new(m) as Box<dyn CausalLm>),
-        ModelConfig::Gpt2(c) => crate::gpt2::Gpt2::new(vb, c).map(|m| Box::new(m) as Box<dyn CausalLm>),
-    };
-    lm.map_err(|e| store.build_error(e))
+    let (lm, linears) = crate::lora::collect_linears(|| -> candle_core::Result<Box<dyn CausalLm>> {
+        Ok(match config {
+            ModelConfig::Llama(c) => Box::new(crate::llama::Llama::new(vb, c)?),
+            ModelConfig::Gpt2(c) => Box::new(crate::gpt2::Gpt2::new(vb, c)?),
+        })
+    });
+    Ok((lm.map_err(|e| store.build_error(e))?, linears))
 }
 
 /// Checkpoint keys that are buffers, not parameters, in some HF versions.
@@ -50,8 +60,9 @@ impl Model {
     /// A fresh model with seeded weights: normal(0, 0.02) matrices, unit norms, zero biases.
     pub fn from_config(config: ModelConfig, seed: u64, device: &Device) -> Result<Self> {
         let store = ParamStore::new(Source::Init { seed, std: INIT_STD });
-        let lm = build(&config, &store, DType::F32, device)?;
-        Ok(Self { config, lm, store, device: device.clone(), dtype: DType::F32, raw_config: None })
+        let (lm, linears) = build(&config, &store, DType::F32, device)?;
+        let lora = crate::lora::LoraState::new(linears, None);
+        Ok(Self { config, lm, store, device: device.clone(), dtype: DType::F32, raw_config: None, lora })
     }
 
     /// Loads `dir/config.json` and its safetensors (single file or sharded). Weights stored in
@@ -84,15 +95,17 @@ impl Model {
         }
         let default_file = if files.len() == 1 { files[0].clone() } else { dir.join("model.safetensors.index.json") };
         let store = ParamStore::new(Source::Tensors { tensors, origin, default_file });
-        let lm = build(&config, &store, dtype, device)?;
+        let (lm, linears) = build(&config, &store, dtype, device)?;
         let unused: Vec<String> = store.unused_keys().into_iter().filter(|k| !is_ignorable(k, &config)).collect();
         if !unused.is_empty() {
             return Err(ModelError::UnexpectedKeys { path: files[0].clone(), keys: unused.join(", ") });
         }
-        Ok(Self { config, lm, store, device: device.clone(), dtype, raw_config: Some(raw) })
+        let lora = crate::lora::LoraState::new(linears, Some(dir));
+        Ok(Self { config, lm, store, device: device.clone(), dtype, raw_config: Some(raw), lora })
     }
 
-    /// Trainable parameters by HF name, sorted.
+    /// The base model's parameters by HF name, sorted (what `save_pretrained` writes). With LoRA
+    /// attached these are frozen: train [`Model::trainable_vars`] instead.
     pub fn vars(&self) -> Vec<(String, Var)> {
         self.store.vars()
     }

@@ -4,7 +4,8 @@
 //! Read in this order: [`causal_lm`] (the one trait every model implements and its KV cache),
 //! [`layers`] (attention, RoPE, norms, MLPs and masks, written once), the architectures
 //! [`llama`] (Llama, Mistral, Qwen2) and [`gpt2`], then [`params`] (where weights come from:
-//! seeded init or safetensors) and [`hf`] (`from_pretrained` / `save_pretrained`).
+//! seeded init or safetensors) and [`hf`] (`from_pretrained` / `save_pretrained`); [`lora`] adds
+//! PEFT-compatible LoRA adapters to any linear layer.
 //!
 //! Every op on the forward path has a backward in candle: we compose differentiable primitives
 //! instead of candle-nn's fused `softmax_last_dim`, `rms_norm`, `layer_norm`, `rope` and `sdpa`,
@@ -17,9 +18,11 @@ pub mod gpt2;
 pub mod hf;
 pub mod layers;
 pub mod llama;
+pub mod lora;
 pub mod params;
 
 pub use causal_lm::{CausalLm, ForwardArgs, KvCache};
 pub use config::{Gpt2Config, LlamaConfig, ModelConfig};
 pub use error::{ModelError, Result};
 pub use hf::Model;
+pub use lora::{LoraConfig, TargetModules};

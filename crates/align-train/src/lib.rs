@@ -11,6 +11,7 @@
 //! - [`trainer`]: [`trainer::TrainConfig`] and the loop.
 //! - [`checkpoint`]: the on-disk layout of a checkpoint, saving, pruning and loading.
 //! - [`lm_loss`]: next-token cross-entropy and per-token log-probs.
+//! - [`sft`]: supervised fine-tuning (chat templates, response-only loss, packing, pretraining-data mixing).
 //! - [`pretrain`]: next-token pretraining on a token stream.
 
 pub mod checkpoint;
@@ -19,6 +20,7 @@ pub mod lm_loss;
 pub mod optim;
 pub mod pretrain;
 pub mod schedule;
+pub mod sft;
 pub mod trainer;
 
 pub use error::{Result, TrainError};

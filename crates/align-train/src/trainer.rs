@@ -93,6 +93,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// No progress bar. HF `disable_tqdm` false.
     pub quiet: bool,
+    /// Stop when the eval loss has not improved for this many evaluations (a final checkpoint is
+    /// written); 0 = never. HF `EarlyStoppingCallback(early_stopping_patience)`.
+    pub early_stopping_patience: u64,
 }
 
 impl Default for TrainConfig {
@@ -115,6 +118,7 @@ impl Default for TrainConfig {
             save_total_limit: 2,
             seed: 42,
             quiet: false,
+            early_stopping_patience: 0,
         }
     }
 }
@@ -197,6 +201,8 @@ pub struct Trainer {
     step: u64,
     num_tokens: u64,
     best_eval_loss: Option<f64>,
+    /// Evaluations since the eval loss last improved (early stopping).
+    evals_without_improvement: u64,
     hook: Option<CheckpointHook>,
 }
 
@@ -222,6 +228,7 @@ impl Trainer {
             step: 0,
             num_tokens: 0,
             best_eval_loss: None,
+            evals_without_improvement: 0,
             hook: None,
         })
     }
@@ -396,6 +403,8 @@ impl Trainer {
                         what: "eval_loss".into(),
                     });
                 }
+                let improved = self.best_eval_loss.is_none_or(|b| eval_loss < b);
+                self.evals_without_improvement = if improved { 0 } else { self.evals_without_improvement + 1 };
                 self.best_eval_loss =
                     Some(self.best_eval_loss.map_or(eval_loss, |b| b.min(eval_loss)));
                 let rec = [
@@ -407,9 +416,15 @@ impl Trainer {
                 bar.println(format!("step {t}: eval_loss {eval_loss:.4}"));
             }
 
-            // 7. checkpoint
-            if every(t, cfg.save_every) || t == cfg.max_steps {
+            // 7. checkpoint (and early stop)
+            let stop = cfg.early_stopping_patience > 0 && self.evals_without_improvement >= cfg.early_stopping_patience;
+            if every(t, cfg.save_every) || t == cfg.max_steps || stop {
                 self.save_checkpoint(step, data)?;
+            }
+            if stop {
+                bar.println(format!("step {t}: eval loss has not improved for {} evaluations: stopping early", cfg.early_stopping_patience));
+                tracing::info!("early stop at step {t}");
+                break;
             }
         }
         bar.finish_and_clear();

@@ -27,6 +27,8 @@ enum Command {
     Tokenizer(cmd::tokenizer::TokenizerCmd),
     /// Stage 1: pretrain a raw next-token predictor.
     Pretrain(cmd::pretrain::PretrainArgs),
+    /// Stage 2: supervised fine-tuning on TRL-format data.
+    Sft(cmd::sft::SftArgs),
     /// Generate text from a model (KV cache, batched, streaming for one prompt).
     Generate(cmd::generate::GenerateArgs),
 }
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Tokenizer(c) => cmd::tokenizer::run(c),
         Command::Pretrain(a) => cmd::pretrain::run(a),
         Command::Generate(a) => cmd::generate::run(a),
+        Command::Sft(a) => cmd::sft::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,7 @@
-//! Linear layers in the two weight layouts found in HF checkpoints.
+//! Linear layers in the two weight layouts found in HF checkpoints. Each has a LoRA slot and
+//! registers itself under its HF module name while a model is built (see `crate::lora`).
 
+use crate::lora::LoraSlot;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -8,13 +10,16 @@ use candle_nn::VarBuilder;
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    pub lora: LoraSlot,
 }
 
 impl Linear {
     pub fn new(vb: VarBuilder, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
         let weight = vb.get_with_hints((d_out, d_in), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?;
         let bias = if bias { Some(vb.get_with_hints(d_out, "bias", candle_nn::Init::Const(0.))?) } else { None };
-        Ok(Self { weight, bias })
+        let lora = LoraSlot::default();
+        crate::lora::register(vb.prefix(), d_in, d_out, false, &lora);
+        Ok(Self { weight, bias, lora })
     }
 }
 
@@ -31,11 +36,12 @@ pub fn matmul_last(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = matmul_last(x, &self.weight.t()?)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+        let y = matmul_last(x, &self.lora.base(&self.weight).t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(&self.lora.base(b))?,
+            None => y,
+        };
+        self.lora.add_update(x, y)
     }
 }
 
@@ -44,18 +50,22 @@ impl Module for Linear {
 pub struct Conv1D {
     pub weight: Tensor,
     pub bias: Tensor,
+    pub lora: LoraSlot,
 }
 
 impl Conv1D {
     pub fn new(vb: VarBuilder, d_in: usize, d_out: usize) -> Result<Self> {
         let weight = vb.get_with_hints((d_in, d_out), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?;
         let bias = vb.get_with_hints(d_out, "bias", candle_nn::Init::Const(0.))?;
-        Ok(Self { weight, bias })
+        let lora = LoraSlot::default();
+        crate::lora::register(vb.prefix(), d_in, d_out, true, &lora);
+        Ok(Self { weight, bias, lora })
     }
 }
 
 impl Module for Conv1D {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        matmul_last(x, &self.weight)?.broadcast_add(&self.bias)
+        let y = matmul_last(x, &self.lora.base(&self.weight))?.broadcast_add(&self.lora.base(&self.bias))?;
+        self.lora.add_update(x, y)
     }
 }

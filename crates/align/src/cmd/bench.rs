@@ -107,6 +107,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // candle reads this on every matmul (and re-reads /proc/cpuinfo without it); rayon reads it
     // when its global pool starts, so it must be set before the first tensor op.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
     let presets: Vec<&Preset> = match args.size {
         BenchSize::Tiny => vec![&TINY],
         BenchSize::Small => vec![&SMALL],

@@ -3,4 +3,5 @@
 pub mod generate;
 pub mod gym;
 pub mod pretrain;
+pub mod sft;
 pub mod tokenizer;

@@ -1,0 +1,25 @@
+//! align-eval: measuring what each stage changed.
+//!
+//! - [`respond`]: a model's answers to a prompt set (raw continuation, or through its chat template).
+//! - [`gym`]: gold helpful / honest / harmless per family, refusal, over-refusal, abstention and
+//!   correction rates, from the gym's judge.
+//! - [`winrate`]: pairwise win rate between two models under a judge, ties counted half, with a
+//!   bootstrap confidence interval.
+
+pub mod gym;
+pub mod respond;
+pub mod winrate;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Generate(#[from] align_generate::GenerateError),
+    #[error(transparent)]
+    Data(#[from] align_data::DataError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = EvalError> = std::result::Result<T, E>;

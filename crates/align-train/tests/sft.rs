@@ -1,0 +1,69 @@
+//! SFT data path: response-only masks with the end-of-turn token, packing without
+//! cross-sequence attention, truncation counted.
+
+use align_data::formats::{Example, Text};
+use align_data::tokenizer::train_bpe_from_texts;
+use align_data::{ChatTemplate, Message, DEFAULT_SPECIAL_TOKENS};
+use align_models::{config::llama_from_dims, Model, ModelConfig};
+use align_train::sft::{masked_nll_sum, pack, tokenize_all, unpacked_loss, SeqBatch, SftData};
+use candle_core::Device;
+
+fn conv(q: &str, a: &str) -> Example {
+    Example::LanguageModeling { text: Text::Conversation(vec![Message::new("user", q), Message::new("assistant", a)]) }
+}
+
+fn setup() -> (align_data::Tokenizer, ChatTemplate, Vec<Example>) {
+    let texts: Vec<String> = (0..50).map(|i| format!("How do I make bread number {i}? Mix flour, water and yeast, then bake.")).collect();
+    let tok = train_bpe_from_texts(&texts, 400, &DEFAULT_SPECIAL_TOKENS, 2).unwrap();
+    let tmpl = ChatTemplate::from_tokenizer(&tok).unwrap();
+    let ex = vec![
+        conv("How do I make bread?", "Mix flour, water and yeast, then bake."),
+        conv("What is 2 + 3?", "2 + 3 is 5."),
+        conv("Write an email to Sam.", "Hi Sam, see you Friday. Best, Alex"),
+        Example::PromptCompletion { prompt: Text::Plain("Q: tea?".into()), completion: Text::Plain(" Boil water.".into()) },
+    ];
+    (tok, tmpl, ex)
+}
+
+#[test]
+fn mask_covers_the_assistant_turn_and_its_end_token_only() {
+    let (tok, tmpl, ex) = setup();
+    let (seqs, rep) = tokenize_all(&tok, &tmpl, &ex, &SftData::default()).unwrap();
+    assert_eq!(rep.kept, 4);
+    let s = &seqs[0];
+    let trained: Vec<u32> = s.ids.iter().zip(&s.mask).filter(|(_, &m)| m == 1).map(|(&i, _)| i).collect();
+    assert_eq!(tok.decode(&trained, false).unwrap(), "Mix flour, water and yeast, then bake.<|im_end|>");
+    // prompt/completion: only the completion and EOS are trained.
+    let s = &seqs[3];
+    let trained: Vec<u32> = s.ids.iter().zip(&s.mask).filter(|(_, &m)| m == 1).map(|(&i, _)| i).collect();
+    assert_eq!(tok.decode(&trained, false).unwrap(), " Boil water.<|endoftext|>");
+}
+
+#[test]
+fn packed_rows_give_the_same_loss_as_sequences_one_by_one() {
+    let (tok, tmpl, ex) = setup();
+    let (seqs, _) = tokenize_all(&tok, &tmpl, &ex, &SftData::default()).unwrap();
+    let cfg = ModelConfig::Llama(llama_from_dims(tok.vocab_size(), 32, 2, 4, 2, 256));
+    let model = Model::from_config(cfg, 3, &Device::Cpu).unwrap();
+    let bins = pack(&seqs, 256);
+    assert!(bins.len() < seqs.len(), "the short sequences share a row");
+    let packed = SeqBatch::from_rows(&seqs, &bins, 0);
+    assert!(packed.segments.is_some());
+    let (nll, n) = masked_nll_sum(model.lm.as_ref(), &packed, &Device::Cpu).unwrap();
+    let packed_loss = nll.to_scalar::<f32>().unwrap() as f64 / n as f64;
+    let alone = unpacked_loss(model.lm.as_ref(), &seqs, &Device::Cpu).unwrap();
+    assert!((packed_loss - alone).abs() < 1e-5, "packed {packed_loss} vs one by one {alone}");
+}
+
+#[test]
+fn over_long_sequences_are_truncated_or_skipped_and_counted() {
+    let (tok, tmpl, ex) = setup();
+    let cfg = SftData { max_seq_len: 12, ..SftData::default() };
+    let (seqs, rep) = tokenize_all(&tok, &tmpl, &ex, &cfg).unwrap();
+    assert!(rep.truncated > 0);
+    assert!(seqs.iter().all(|s| s.ids.len() <= 12));
+    assert_eq!(rep.kept + rep.skipped.values().sum::<usize>(), ex.len());
+    let cfg = SftData { max_seq_len: 12, truncation: "skip".into(), ..SftData::default() };
+    let (_, rep) = tokenize_all(&tok, &tmpl, &ex, &cfg).unwrap();
+    assert_eq!(rep.skipped.get("longer than max_seq_len").copied().unwrap_or(0) + rep.kept, ex.len());
+}
