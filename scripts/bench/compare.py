@@ -12,16 +12,20 @@ rows = []
 if "matmul" in a and "matmul" in t:
     rows.append(("matmul 2048³ f32 GFLOP/s", a["matmul"]["gflops"], t["matmul"]["gflops"], "higher"))
 TRAIN = [("tokens_per_s", "tokens/s", "higher"), ("gflops", "GFLOP/s", "higher"), ("step_s", "step s", "lower"),
-         ("fwd_s", "forward s", "lower"), ("fwd_body_s", "  body s", "lower"), ("fwd_head_s", "  LM head s", "lower"),
-         ("loss_s", "  loss s", "lower"), ("bwd_s", "backward s", "lower"), ("clip_s", "clip s", "lower"),
+         ("fwd_s", "forward s", "lower"), ("fwd_body_s", "forward: body s", "lower"), ("fwd_head_s", "forward: LM head s", "lower"),
+         ("loss_s", "forward: loss s", "lower"), ("bwd_s", "backward s", "lower"), ("clip_s", "clip s", "lower"),
          ("opt_s", "AdamW s", "lower"), ("peak_rss_mib", "peak RSS MiB", "lower")]
-for size in a.get("train", {}):
-    if size not in t.get("train", {}):
+SIZES = ["tiny", "small"]
+for size in SIZES:
+    if size not in a.get("train", {}) or size not in t.get("train", {}):
         continue
     for k, label, better in TRAIN:
         rows.append((f"train {size}: {label}", a["train"][size][k], t["train"][size][k], better))
-for size in a.get("generate", {}):
-    if size not in t.get("generate", {}):
+        if k == "step_s":  # the fastest step: least disturbed by other load on the machine
+            rows.append((f"train {size}: step s (fastest)", min(a["train"][size]["step_times_s"]),
+                         min(t["train"][size]["step_times_s"]), better))
+for size in SIZES:
+    if size not in a.get("generate", {}) or size not in t.get("generate", {}):
         continue
     for b in ("b1", "b8"):
         rows.append((f"generate {size} batch {b[1:]}: tokens/s", a["generate"][size][b]["tokens_per_s"],
@@ -32,6 +36,8 @@ print()
 print("| figure | align | PyTorch | align / PyTorch | better |")
 print("|---|---:|---:|---:|---|")
 for name, x, y, better in rows:
-    fmt = (lambda v: f"{v:.0f}") if max(abs(x), abs(y)) >= 100 else (lambda v: f"{v:.3f}")
+    m = max(abs(x), abs(y))
+    digits = 0 if m >= 100 else 1 if m >= 10 else 3
+    fmt = lambda v: f"{v:.{digits}f}"  # noqa: E731
     ratio = x / y if y else float("nan")
     print(f"| {name} | {fmt(x)} | {fmt(y)} | {ratio:.2f} | {better} |")

@@ -40,7 +40,8 @@ if [[ -n "${PROFILE:-}" ]] && command -v perf >/dev/null; then
   perf record -F 499 -g -o "$OUT/perf.data" $ALIGN_BENCH --threads "$THREADS" --size tiny --steps 3 \
     --skip-generation --skip-matmul >/dev/null 2>&1
   perf report -i "$OUT/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null \
-    | grep '%' | head -25 | tee "$OUT/perf_tiny.txt"
+    | grep "%" | head -25 > "$OUT/perf_tiny.txt" || true
+  cat "$OUT/perf_tiny.txt"
 fi
 
 "$PY" scripts/bench/compare.py "$OUT/align.json" "$OUT/torch.json" | tee "$OUT/ratios.md"

@@ -4,10 +4,10 @@
 use align_gym::judge::{agrees_with_user, is_abstention, is_refusal};
 use align_gym::text::Norm;
 use align_gym::{score, Family, PromptRecord, Score};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct FamilyStats {
     pub n: usize,
     pub helpful: f64,
@@ -22,7 +22,7 @@ pub struct FamilyStats {
     pub agreement_rate: f64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct GymReport {
     pub per_family: BTreeMap<String, FamilyStats>,
     pub all: FamilyStats,

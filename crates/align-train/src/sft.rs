@@ -34,6 +34,11 @@ pub struct SftConfig {
     /// Pretraining data mixed into every step (off when absent).
     #[serde(default)]
     pub ptx: Option<PtxConfig>,
+    /// Train LoRA adapters (PEFT's fields: r, lora_alpha, lora_dropout, target_modules) on a
+    /// frozen base instead of every weight. The adapter is saved to OUT_DIR/adapter (PEFT format)
+    /// and merged into OUT_DIR/model.
+    #[serde(default)]
+    pub lora: Option<align_models::LoraConfig>,
     pub train: TrainConfig,
 }
 
@@ -412,7 +417,11 @@ pub fn run(cfg: &SftConfig, resume: bool, resolved: &str) -> Result<SftSummary> 
     let dev = Device::Cpu;
     let tok = Tokenizer::from_dir(&cfg.model).map_err(TrainError::other)?;
     let tmpl = ChatTemplate::from_tokenizer(&tok).map_err(TrainError::other)?;
-    let model = Model::from_pretrained(&cfg.model, DType::F32, &dev).map_err(TrainError::other)?;
+    let mut model = Model::from_pretrained(&cfg.model, DType::F32, &dev).map_err(TrainError::other)?;
+    if let Some(l) = &cfg.lora {
+        model.add_lora(l, cfg.train.seed).map_err(TrainError::other)?;
+        model.set_training(true);
+    }
     let max_len = cfg.data.max_seq_len.min(model.config.max_positions());
     let data_cfg = SftData { max_seq_len: max_len, ..cfg.data.clone() };
     if cfg.data.files.is_empty() {
@@ -454,7 +463,7 @@ pub fn run(cfg: &SftConfig, resume: bool, resolved: &str) -> Result<SftSummary> 
     let has_eval = !eval_seqs.is_empty();
     let eval_before = if has_eval { eval_loss(model.lm.as_ref(), &eval_seqs, cfg.data.batch_size, pad, &dev)? } else { f64::NAN };
 
-    let mut trainer = Trainer::new(cfg.train.clone(), model.vars(), &cfg.out_dir)?;
+    let mut trainer = Trainer::new(cfg.train.clone(), model.trainable_vars(), &cfg.out_dir)?;
     let (config_json, model_dir_in, resolved_text) = (model.config_json(), cfg.model.clone(), resolved.to_string());
     trainer.set_checkpoint_hook(move |dir| {
         let tok = Tokenizer::from_dir(&model_dir_in).map_err(TrainError::other)?;
@@ -468,8 +477,14 @@ pub fn run(cfg: &SftConfig, resume: bool, resolved: &str) -> Result<SftSummary> 
     let bs = cfg.data.batch_size;
     let mut eval = |s: &mut SftStep| eval_loss(s.lm, &eval_seqs, bs, pad, &s.device);
     let summary = trainer.fit(&mut step, &mut data, if has_eval { Some(&mut eval) } else { None })?;
+    drop(step);
+    model.set_training(false);
     let eval_after = if has_eval { eval_loss(model.lm.as_ref(), &eval_seqs, bs, pad, &dev)? } else { f64::NAN };
 
+    if cfg.lora.is_some() {
+        model.save_lora(cfg.out_dir.join("adapter")).map_err(TrainError::other)?;
+        model.merge_lora().map_err(TrainError::other)?;
+    }
     let model_dir = cfg.out_dir.join("model");
     model.save_pretrained(&model_dir, DType::F32).map_err(TrainError::other)?;
     write_chat_model_files(&model_dir, &model.config_json(), &tok)?;

@@ -19,6 +19,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The whole pipeline on the built-in gym, ending in a report (the main job).
+    Demo(cmd::demo::DemoArgs),
     /// The alignment gym: a generated world with a gold judge and simulated annotators.
     #[command(subcommand)]
     Gym(cmd::gym::GymCmd),
@@ -27,6 +29,8 @@ enum Command {
     Tokenizer(cmd::tokenizer::TokenizerCmd),
     /// Stage 1: pretrain a raw next-token predictor.
     Pretrain(cmd::pretrain::PretrainArgs),
+    /// Benchmarks: training and generation tokens/s, achieved FLOP/s, matmul peak, memory.
+    Bench(cmd::bench::BenchArgs),
     /// Stage 2: supervised fine-tuning on TRL-format data.
     Sft(cmd::sft::SftArgs),
     /// Generate text from a model (KV cache, batched, streaming for one prompt).
@@ -56,11 +60,13 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(a) => cmd::demo::run(a),
         Command::Gym(c) => cmd::gym::run(c),
         Command::Tokenizer(c) => cmd::tokenizer::run(c),
         Command::Pretrain(a) => cmd::pretrain::run(a),
         Command::Generate(a) => cmd::generate::run(a),
         Command::Sft(a) => cmd::sft::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

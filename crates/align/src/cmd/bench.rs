@@ -88,22 +88,51 @@ struct Preset {
     default_steps: usize,
 }
 
-const TINY: Preset =
-    Preset { name: "tiny", vocab: 4096, d_model: 256, layers: 4, heads: 4, seq: 256, batch: 8, default_steps: 10 };
-const SMALL: Preset =
-    Preset { name: "small", vocab: 32000, d_model: 768, layers: 12, heads: 12, seq: 512, batch: 4, default_steps: 3 };
+const TINY: Preset = Preset {
+    name: "tiny",
+    vocab: 4096,
+    d_model: 256,
+    layers: 4,
+    heads: 4,
+    seq: 256,
+    batch: 8,
+    default_steps: 10,
+};
+const SMALL: Preset = Preset {
+    name: "small",
+    vocab: 32000,
+    d_model: 768,
+    layers: 12,
+    heads: 12,
+    seq: 512,
+    batch: 4,
+    default_steps: 3,
+};
 
 impl Preset {
     fn model(&self) -> anyhow::Result<Model> {
-        let cfg = llama_from_dims(self.vocab, self.d_model, self.layers, self.heads, self.heads, self.seq);
-        Ok(Model::from_config(ModelConfig::Llama(cfg), 0, &Device::Cpu)?)
+        let cfg = llama_from_dims(
+            self.vocab,
+            self.d_model,
+            self.layers,
+            self.heads,
+            self.heads,
+            self.seq,
+        );
+        Ok(Model::from_config(
+            ModelConfig::Llama(cfg),
+            0,
+            &Device::Cpu,
+        )?)
     }
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     // candle reads this on every matmul (and re-reads /proc/cpuinfo without it); rayon reads it
     // when its global pool starts, so it must be set before the first tensor op.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
@@ -131,14 +160,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.skip_matmul {
         let n = 2048;
         let gflops = matmul_peak(n, args.reps.max(1))?;
-        println!("matmul {n}x{n}x{n} f32: {gflops:.1} GFLOP/s (best of {})", args.reps.max(1));
+        println!(
+            "matmul {n}x{n}x{n} f32: {gflops:.1} GFLOP/s (best of {})",
+            args.reps.max(1)
+        );
         out["matmul"] = json!({ "n": n, "dtype": "f32", "gflops": gflops });
     }
 
     if !args.skip_training {
         for p in &presets {
             let steps = args.steps.unwrap_or(p.default_steps).max(1);
-            let r = bench_train(p, args.warmup, steps).with_context(|| format!("training benchmark `{}`", p.name))?;
+            let r = bench_train(p, args.warmup, steps)
+                .with_context(|| format!("training benchmark `{}`", p.name))?;
             out["train"][p.name] = r;
         }
     }
@@ -251,7 +284,13 @@ fn bench_train(p: &Preset, warmup: usize, steps: usize) -> anyhow::Result<Value>
     let model = p.model()?;
     let n_params = model.num_params();
     let dev = &model.device;
-    let mut opt = AdamW::new(model.vars(), AdamWConfig { weight_decay: 0.1, ..AdamWConfig::default() })?;
+    let mut opt = AdamW::new(
+        model.vars(),
+        AdamWConfig {
+            weight_decay: 0.1,
+            ..AdamWConfig::default()
+        },
+    )?;
     let (b, t, v) = (p.batch, p.seq, p.vocab);
     let positions = default_positions(b, t, 0, dev)?;
     println!(
@@ -269,16 +308,22 @@ fn bench_train(p: &Preset, warmup: usize, steps: usize) -> anyhow::Result<Value>
         let targets = data.narrow(1, 1, t)?.contiguous()?;
 
         let t0 = Instant::now();
-        let hidden = model.lm.forward_hidden(&ForwardArgs::new(&ids, &positions), None)?; // (B, T, C)
+        let hidden = model
+            .lm
+            .forward_hidden(&ForwardArgs::new(&ids, &positions), None)?; // (B, T, C)
         let t1 = Instant::now();
         let logits = model.lm.lm_head(&hidden)?; // (B, T, V)
         let t2 = Instant::now();
-        let loss = candle_nn::loss::cross_entropy(&logits.reshape((b * t, v))?, &targets.flatten_all()?)?;
+        let loss =
+            candle_nn::loss::cross_entropy(&logits.reshape((b * t, v))?, &targets.flatten_all()?)?;
         let loss_val = loss.to_scalar::<f32>()?;
         let t3 = Instant::now();
         let grads = loss.backward()?;
-        let mut g: Vec<Option<Tensor>> =
-            opt.params().iter().map(|(_, var)| grads.get(var.as_tensor()).cloned()).collect();
+        let mut g: Vec<Option<Tensor>> = opt
+            .params()
+            .iter()
+            .map(|(_, var)| grads.get(var.as_tensor()).cloned())
+            .collect();
         drop(grads);
         let t4 = Instant::now();
         clip_grad_norm(&mut g, 1.0)?;
@@ -344,20 +389,32 @@ fn bench_train(p: &Preset, warmup: usize, steps: usize) -> anyhow::Result<Value>
     Ok(r)
 }
 
-fn bench_generate(p: &Preset, prompt_len: usize, new_tokens: usize, reps: usize) -> anyhow::Result<Value> {
+fn bench_generate(
+    p: &Preset,
+    prompt_len: usize,
+    new_tokens: usize,
+    reps: usize,
+) -> anyhow::Result<Value> {
     let model = p.model()?;
     anyhow::ensure!(
         prompt_len + new_tokens <= p.seq,
         "prompt {prompt_len} + {new_tokens} new tokens exceed the context {}",
         p.seq
     );
-    let cfg = SamplingConfig { max_new_tokens: new_tokens, ..SamplingConfig::greedy() };
-    let warm_cfg = SamplingConfig { max_new_tokens: 4, ..SamplingConfig::greedy() };
+    let cfg = SamplingConfig {
+        max_new_tokens: new_tokens,
+        ..SamplingConfig::greedy()
+    };
+    let warm_cfg = SamplingConfig {
+        max_new_tokens: 4,
+        ..SamplingConfig::greedy()
+    };
     let mut res = json!({ "prompt_len": prompt_len, "new_tokens": new_tokens, "reps": reps });
     for batch in [1usize, 8] {
         reset_peak_rss();
-        let prompts: Vec<Vec<u32>> =
-            (0..batch).map(|i| random_ids(prompt_len, p.vocab, 1000 + i as u64)).collect();
+        let prompts: Vec<Vec<u32>> = (0..batch)
+            .map(|i| random_ids(prompt_len, p.vocab, 1000 + i as u64))
+            .collect();
         generate_model(&model, &prompts, &warm_cfg, GenerateOptions::default())?;
         let mut best = f64::INFINITY;
         for _ in 0..reps {
@@ -365,7 +422,11 @@ fn bench_generate(p: &Preset, prompt_len: usize, new_tokens: usize, reps: usize)
             let gens = generate_model(&model, &prompts, &cfg, GenerateOptions::default())?;
             best = best.min(t0.elapsed().as_secs_f64());
             let n: usize = gens.iter().map(|g| g.tokens.len()).sum();
-            anyhow::ensure!(n == batch * new_tokens, "generated {n} tokens, expected {}", batch * new_tokens);
+            anyhow::ensure!(
+                n == batch * new_tokens,
+                "generated {n} tokens, expected {}",
+                batch * new_tokens
+            );
         }
         let tps = (batch * new_tokens) as f64 / best;
         println!("generate {} batch {batch}: {tps:.0} tok/s ({best:.2}s for {new_tokens} new tokens per row)", p.name);
@@ -383,26 +444,32 @@ fn print_table(out: &Value) {
     println!();
     println!("| model | tokens/s | GFLOP/s | step s | fwd s | bwd s | clip s | opt s | peak MiB |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    if let Some(m) = out["train"].as_object() {
-        for (name, r) in m {
-            println!(
-                "| {name} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {:.0} |",
-                r["tokens_per_s"].as_f64().unwrap_or(f64::NAN),
-                r["gflops"].as_f64().unwrap_or(f64::NAN),
-                f(&r["step_s"]),
-                f(&r["fwd_s"]),
-                f(&r["bwd_s"]),
-                f(&r["clip_s"]),
-                f(&r["opt_s"]),
-                r["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
-            );
-        }
+    // serde_json's maps are sorted by key; print in preset order instead.
+    let in_order = |section: &str| -> Vec<(&'static str, Value)> {
+        [TINY.name, SMALL.name]
+            .into_iter()
+            .filter_map(|n| out[section].get(n).map(|r| (n, r.clone())))
+            .collect()
+    };
+    for (name, r) in in_order("train") {
+        println!(
+            "| {name} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {:.0} |",
+            r["tokens_per_s"].as_f64().unwrap_or(f64::NAN),
+            r["gflops"].as_f64().unwrap_or(f64::NAN),
+            f(&r["step_s"]),
+            f(&r["fwd_s"]),
+            f(&r["bwd_s"]),
+            f(&r["clip_s"]),
+            f(&r["opt_s"]),
+            r["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+        );
     }
-    if let Some(m) = out["generate"].as_object() {
+    let gens = in_order("generate");
+    if !gens.is_empty() {
         println!();
         println!("| model | generate tok/s, batch 1 | batch 8 |");
         println!("|---|---|---|");
-        for (name, r) in m {
+        for (name, r) in gens {
             println!(
                 "| {name} | {:.0} | {:.0} |",
                 r["b1"]["tokens_per_s"].as_f64().unwrap_or(f64::NAN),

@@ -1,5 +1,7 @@
 //! One module per subcommand; each exposes its clap arguments and a `run`.
 
+pub mod bench;
+pub mod demo;
 pub mod generate;
 pub mod gym;
 pub mod pretrain;

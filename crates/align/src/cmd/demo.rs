@@ -1,0 +1,299 @@
+//! `align demo`: the whole pipeline on the built-in gym, with no arguments.
+//!
+//! gym → tokenizer → pretrain (stage 1) → SFT (stage 2) → gold evaluation of each stage →
+//! report. Each stage writes its outputs under `--out` and a `DONE` marker last, so a killed demo
+//! resumes where it stopped (`--fresh` starts over). Every knob is in [`DemoConfig`], overridable
+//! with `--config FILE` or `--set key=value`. The preference stages (reward model, PPO, DPO)
+//! join as their issues land.
+
+use align_data::{tokenizer::train_bpe, Tokenizer, DEFAULT_SPECIAL_TOKENS};
+use align_eval::gym::{balanced_subset, score_all, summarize, GymReport};
+use align_eval::respond::{respond, PromptStyle};
+use align_eval::winrate::win_rate;
+use align_generate::SamplingConfig;
+use align_gym::{load_prompts, GymConfig, Size, World, SEED_PROMPTS};
+use align_models::Model;
+use align_train::pretrain::{DataConfig, ModelSpec, PretrainConfig};
+use align_train::sft::{PtxConfig, SftConfig, SftData};
+use align_train::TrainConfig;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Seed of the gym and of every stage.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Gym size: small or medium.
+    #[arg(long, default_value = "small")]
+    pub size: String,
+    /// Run directory (stages are cached there).
+    #[arg(long, default_value = "runs/demo")]
+    pub out: PathBuf,
+    /// A TOML file overriding [`DemoConfig`] keys.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a key, e.g. `--set pretrain.max_steps=100`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Ignore cached stages and run everything again.
+    #[arg(long)]
+    pub fresh: bool,
+}
+
+/// The demo's knobs, sized so the whole pipeline runs in minutes on a 2-core CPU.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    /// BPE vocabulary trained on the gym's pretraining corpus.
+    pub vocab_size: usize,
+    pub model: ModelSpec,
+    pub pretrain_data: DataConfig,
+    pub pretrain: TrainConfig,
+    pub sft_data: SftData,
+    pub sft: TrainConfig,
+    /// Pretraining sequences mixed into each SFT micro-batch (0 = off) and their weight.
+    pub sft_ptx_batch_size: usize,
+    pub sft_ptx_coef: f64,
+    /// Held-out prompts per family in the gold evaluation.
+    pub eval_per_family: usize,
+    pub eval_max_new_tokens: usize,
+    pub eval_batch_size: usize,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            vocab_size: 2048,
+            model: ModelSpec { d_model: 128, n_layers: 4, n_heads: 4, ..ModelSpec::default() },
+            pretrain_data: DataConfig { seq_len: 256, batch_size: 16, eval_fraction: 0.02, eval_batches: 8, ..DataConfig::default() },
+            pretrain: TrainConfig {
+                lr: 3e-3,
+                weight_decay: 0.1,
+                beta2: 0.95,
+                warmup_steps: 20,
+                min_lr_ratio: 0.1,
+                max_steps: 150,
+                log_every: 10,
+                eval_every: 50,
+                save_every: 50,
+                quiet: false,
+                ..TrainConfig::default()
+            },
+            sft_data: SftData { max_seq_len: 256, batch_size: 16, packing: true, eval_fraction: 0.05, ..SftData::default() },
+            sft: TrainConfig {
+                lr: 1e-3,
+                weight_decay: 0.0,
+                warmup_steps: 10,
+                min_lr_ratio: 0.1,
+                max_steps: 120,
+                log_every: 10,
+                eval_every: 40,
+                save_every: 40,
+                ..TrainConfig::default()
+            },
+            sft_ptx_batch_size: 2,
+            sft_ptx_coef: 1.0,
+            eval_per_family: 40,
+            eval_max_new_tokens: 64,
+            eval_batch_size: 40,
+        }
+    }
+}
+
+fn done(dir: &Path) -> bool {
+    dir.join("DONE").exists()
+}
+
+fn mark_done(dir: &Path, summary: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(summary)?;
+    align_core::atomic::write_atomic(dir.join("summary.json"), text.as_bytes())?;
+    align_core::atomic::write_atomic(dir.join("DONE"), b"")?;
+    Ok(())
+}
+
+fn stage(name: &str, i: usize, n: usize) {
+    eprintln!("\n== [{i}/{n}] {name} ==");
+}
+
+/// One model's answers to the eval prompts, with gold scores.
+#[derive(Serialize, Deserialize)]
+struct StageEval {
+    name: String,
+    report: GymReport,
+    overall: Vec<f64>,
+    responses: Vec<String>,
+    seed_answers: Vec<(String, String)>,
+}
+
+fn evaluate(name: &str, model_dir: &Path, style: PromptStyle, records: &[align_gym::PromptRecord], cfg: &DemoConfig, seed: u64) -> Result<StageEval> {
+    let model = Model::from_pretrained(model_dir, candle_core::DType::F32, &candle_core::Device::Cpu)?;
+    let tok = Tokenizer::from_dir(model_dir)?;
+    let sampling = SamplingConfig { max_new_tokens: cfg.eval_max_new_tokens, temperature: 0.0, seed, ..SamplingConfig::default() };
+    let prompts: Vec<String> = records.iter().map(|r| r.prompt.clone()).collect();
+    let responses = respond(&model, &tok, &prompts, style, &sampling, cfg.eval_batch_size)?;
+    let scores = score_all(records, &responses);
+    let report = summarize(records, &responses, &scores);
+    let seeds: Vec<String> = SEED_PROMPTS.iter().map(|s| s.to_string()).collect();
+    let seed_resp = respond(&model, &tok, &seeds, style, &sampling, cfg.eval_batch_size)?;
+    Ok(StageEval {
+        name: name.into(),
+        report,
+        overall: scores.iter().map(|s| s.overall).collect(),
+        responses,
+        seed_answers: seeds.into_iter().zip(seed_resp).collect(),
+    })
+}
+
+pub fn run(args: DemoArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let (cfg, resolved): (DemoConfig, toml::Value) = crate::config::load(args.config.as_deref(), &args.sets)?;
+    let size: Size = args.size.parse().map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+    let out = args.out.clone();
+    if args.fresh && out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
+    }
+    std::fs::create_dir_all(&out)?;
+    align_core::atomic::write_atomic(out.join("demo_config.toml"), toml::to_string_pretty(&resolved)?.as_bytes())?;
+    let n = 5;
+    let seed = args.seed;
+
+    // 1. The gym.
+    let gym = out.join("gym");
+    stage("build the alignment gym", 1, n);
+    if !done(&gym) {
+        let summary = World::generate(&GymConfig { seed, size, ..GymConfig::default() }).build(&gym)?;
+        mark_done(&gym, &summary)?;
+    }
+    eprintln!("gym in {}", gym.display());
+
+    // 2. Tokenizer.
+    let tok_dir = out.join("tokenizer");
+    stage("train a byte-level BPE tokenizer", 2, n);
+    if !done(&tok_dir) {
+        let tok = train_bpe(&[gym.join("pretrain.txt")], cfg.vocab_size, &DEFAULT_SPECIAL_TOKENS, 2)?;
+        tok.save_dir(&tok_dir)?;
+        mark_done(&tok_dir, &serde_json::json!({"vocab_size": tok.vocab_size()}))?;
+    }
+
+    // 3. Pretraining.
+    let pre = out.join("pretrain");
+    stage("stage 1: pretrain a raw next-token predictor", 3, n);
+    if !done(&pre) {
+        let pc = PretrainConfig {
+            out_dir: pre.clone(),
+            tokenizer: tok_dir.clone(),
+            data: DataConfig { files: vec![gym.join("pretrain.txt")], ..cfg.pretrain_data.clone() },
+            model: cfg.model.clone(),
+            train: TrainConfig { seed, ..cfg.pretrain.clone() },
+        };
+        let s = align_train::pretrain::run(&pc, true, &toml::to_string_pretty(&pc)?)?;
+        eprintln!(
+            "pretrained {} parameters: held-out loss {:.3} (unigram entropy {:.3}) in {:.0} s",
+            s.params, s.eval_loss, s.unigram_entropy, s.seconds
+        );
+        mark_done(&pre, &s)?;
+    }
+
+    // 4. SFT.
+    let sft = out.join("sft");
+    stage("stage 2: instruction tuning (SFT)", 4, n);
+    if !done(&sft) {
+        let sc = SftConfig {
+            out_dir: sft.clone(),
+            model: pre.join("model"),
+            data: SftData { files: vec![gym.join("sft.jsonl")], ..cfg.sft_data.clone() },
+            ptx: (cfg.sft_ptx_batch_size > 0).then(|| PtxConfig {
+                files: vec![gym.join("pretrain.txt")],
+                batch_size: cfg.sft_ptx_batch_size,
+                seq_len: 0,
+                coef: cfg.sft_ptx_coef,
+            }),
+            lora: None,
+            train: TrainConfig { seed, ..cfg.sft.clone() },
+        };
+        let s = align_train::sft::run(&sc, true, &toml::to_string_pretty(&sc)?)?;
+        eprintln!("SFT: held-out loss {:.3} -> {:.3} in {:.0} s", s.eval_loss_before, s.eval_loss, s.seconds);
+        mark_done(&sft, &s)?;
+    }
+
+    // 5. Evaluation and report.
+    let ev = out.join("eval");
+    stage("gold evaluation of every stage on held-out prompts", 5, n);
+    let records = balanced_subset(&load_prompts(gym.join("prompts/eval.jsonl"))?, cfg.eval_per_family);
+    let stages: Vec<(&str, PathBuf, PromptStyle)> = vec![
+        ("raw (pretrained)", pre.join("model"), PromptStyle::Raw),
+        ("SFT", sft.join("model"), PromptStyle::Chat),
+    ];
+    let mut evals = vec![];
+    for (name, dir, style) in &stages {
+        let path = ev.join(format!("{}.json", name.split_whitespace().next().unwrap_or(name).to_lowercase()));
+        let e = match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<StageEval>(&b).ok()) {
+            Some(e) => e,
+            None => {
+                let e = evaluate(name, dir, *style, &records, &cfg, seed)?;
+                align_core::atomic::write_atomic(&path, serde_json::to_string(&e)?.as_bytes())?;
+                e
+            }
+        };
+        evals.push(e);
+    }
+    let report = render_report(&evals, &records, seed);
+    align_core::atomic::write_atomic(out.join("report.md"), report.as_bytes())?;
+    println!("{report}");
+    println!("demo finished in {:.0} s; report: {}", t0.elapsed().as_secs_f64(), out.join("report.md").display());
+    Ok(())
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.0}%", 100.0 * x)
+}
+
+/// The Markdown report: H-H-H per stage, behaviour rates, win rates, and the seed prompts answered
+/// by each stage side by side.
+fn render_report(evals: &[StageEval], records: &[align_gym::PromptRecord], seed: u64) -> String {
+    let mut s = String::from("# align demo report\n\n");
+    s.push_str(&format!("Gold judge scores on {} held-out gym prompts ({} families).\n\n", records.len(), evals[0].report.per_family.len()));
+    s.push_str("| stage | helpful | honest | harmless | overall |\n|---|---|---|---|---|\n");
+    for e in evals {
+        let a = &e.report.all;
+        s.push_str(&format!("| {} | {:.2} | {:.2} | {:.2} | {:.2} |\n", e.name, a.helpful, a.honest, a.harmless, a.overall));
+    }
+    s.push_str("\n## Behaviour on held-out prompts\n\n| stage | harmful refused | benign look-alikes refused | unknown facts: \"I don't know\" | wrong beliefs agreed with | how-to overall | fact overall |\n|---|---|---|---|---|---|---|\n");
+    for e in evals {
+        let f = |k: &str| e.report.per_family.get(k).cloned().unwrap_or_default();
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.2} | {:.2} |\n",
+            e.name,
+            pct(f("harmful").refusal_rate),
+            pct(f("benign_lookalike").refusal_rate),
+            pct(f("unknown").abstention_rate),
+            pct(f("sycophancy").agreement_rate),
+            f("how_to").overall,
+            f("fact").overall
+        ));
+    }
+    s.push_str("\n## Win rates (gold judge; ties count half; 95% bootstrap interval)\n\n| model | against | win rate | wins / ties / losses |\n|---|---|---|---|\n");
+    for i in 1..evals.len() {
+        for j in 0..i {
+            let w = win_rate(&evals[i].overall, &evals[j].overall, 0.05, seed);
+            s.push_str(&format!(
+                "| {} | {} | {} [{}, {}] | {} / {} / {} |\n",
+                evals[i].name, evals[j].name, pct(w.rate), pct(w.ci_low), pct(w.ci_high), w.wins, w.ties, w.losses
+            ));
+        }
+    }
+    s.push_str("\n## Same prompt, every stage\n\n");
+    for (k, (prompt, _)) in evals[0].seed_answers.iter().enumerate() {
+        s.push_str(&format!("**{prompt}**\n\n"));
+        for e in evals {
+            let a = e.seed_answers[k].1.replace('\n', " ");
+            let a: String = a.chars().take(300).collect();
+            s.push_str(&format!("- *{}*: {}\n", e.name, a));
+        }
+        s.push('\n');
+    }
+    s
+}
