@@ -67,3 +67,50 @@ fn over_long_sequences_are_truncated_or_skipped_and_counted() {
     let (_, rep) = tokenize_all(&tok, &tmpl, &ex, &cfg).unwrap();
     assert_eq!(rep.skipped.get("longer than max_seq_len").copied().unwrap_or(0) + rep.kept, ex.len());
 }
+
+/// `sft::run` end to end on a tiny model: full fine-tuning lowers the held-out loss; with `[lora]`
+/// the base weights stay frozen, a PEFT adapter is written and the merged model is saved.
+#[test]
+fn sft_run_full_and_lora() {
+    use align_train::sft::{run, SftConfig};
+    let (tok, _, _) = setup();
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let cfg = ModelConfig::Llama(llama_from_dims(tok.vocab_size(), 32, 2, 4, 2, 128));
+    let model = Model::from_config(cfg, 1, &Device::Cpu).unwrap();
+    model.save_pretrained(&base, candle_core::DType::F32).unwrap();
+    tok.save_dir(&base).unwrap();
+    let lines: Vec<String> = (0..40)
+        .map(|i| {
+            serde_json::json!({"messages": [
+                {"role": "user", "content": format!("How do I make bread number {i}?")},
+                {"role": "assistant", "content": "Mix flour, water and yeast, then bake."}]})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(d.path().join("sft.jsonl"), lines.join("\n")).unwrap();
+    let toml_cfg = |out: &str, lora: &str| -> SftConfig {
+        let text = format!(
+            "out_dir = {out:?}\nmodel = {base:?}\n[data]\nfiles = [{data:?}]\nbatch_size = 4\neval_fraction = 0.1\n{lora}\n[train]\nlr = 1e-2\nmax_steps = 8\nquiet = true\n",
+            base = base.display().to_string(),
+            data = d.path().join("sft.jsonl").display().to_string(),
+        );
+        toml::from_str(&text).unwrap()
+    };
+    let full_out = d.path().join("full").display().to_string();
+    let s = run(&toml_cfg(&full_out, ""), false, "").unwrap();
+    assert!(s.eval_loss < s.eval_loss_before, "{} -> {}", s.eval_loss_before, s.eval_loss);
+    assert!(d.path().join("full/model/model.safetensors").exists());
+
+    let lora_out = d.path().join("lora").display().to_string();
+    let s = run(&toml_cfg(&lora_out, "[lora]\nr = 4\nlora_alpha = 8\ntarget_modules = \"all-linear\""), false, "").unwrap();
+    assert!(s.eval_loss < s.eval_loss_before, "{} -> {}", s.eval_loss_before, s.eval_loss);
+    assert!(d.path().join("lora/adapter/adapter_config.json").exists());
+    assert!(d.path().join("lora/adapter/adapter_model.safetensors").exists());
+    // The checkpoint holds only the adapter tensors (the base is frozen).
+    let ck = align_train::checkpoint::latest(std::path::Path::new(&lora_out)).unwrap().unwrap();
+    let names = candle_core::safetensors::load(ck.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert!(!names.is_empty() && names.keys().all(|k| k.contains("lora_")), "{:?}", names.keys().collect::<Vec<_>>());
+    // The merged model loads as a plain HF model.
+    Model::from_pretrained(d.path().join("lora/model"), candle_core::DType::F32, &Device::Cpu).unwrap();
+}

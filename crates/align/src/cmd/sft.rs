@@ -14,10 +14,17 @@ pub struct SftArgs {
     /// Continue from the newest checkpoint under out_dir.
     #[arg(long)]
     pub resume: bool,
+    /// Skip bad records (counted by reason and reported) instead of stopping at the first.
+    #[arg(long)]
+    pub skip_invalid: bool,
 }
 
 pub fn run(args: SftArgs) -> Result<()> {
-    let (cfg, resolved): (align_train::sft::SftConfig, toml::Value) = crate::config::load(Some(&args.config), &args.sets)?;
+    let mut sets = args.sets.clone();
+    if args.skip_invalid {
+        sets.push("data.read.skip_invalid=true".into());
+    }
+    let (cfg, resolved): (align_train::sft::SftConfig, toml::Value) = crate::config::load(Some(&args.config), &sets)?;
     let s = align_train::sft::run(&cfg, args.resume, &toml::to_string_pretty(&resolved)?)?;
     for line in &s.read_summary {
         println!("{line}");
