@@ -13,12 +13,16 @@
 //! - [`lm_loss`]: next-token cross-entropy and per-token log-probs.
 //! - [`sft`]: supervised fine-tuning (chat templates, response-only loss, packing, pretraining-data mixing).
 //! - [`pretrain`]: next-token pretraining on a token stream.
+//! - [`rl_math`]: PPO/GRPO/RLOO math (whitening, KL estimators, GAE, clipped losses, KL controllers), golden-tested against TRL.
+//! - [`pref_loss`]: preference losses (DPO family, SimPO, ORPO, KTO, Bradley-Terry) over summed log-probs.
 
 pub mod checkpoint;
 pub mod error;
 pub mod lm_loss;
 pub mod optim;
+pub mod pref_loss;
 pub mod pretrain;
+pub mod rl_math;
 pub mod schedule;
 pub mod sft;
 pub mod trainer;
