@@ -68,7 +68,24 @@ impl Model {
     /// Loads `dir/config.json` and its safetensors (single file or sharded). Weights stored in
     /// bf16/f16 are converted to `dtype` (f32 for training).
     pub fn from_pretrained(dir: impl AsRef<Path>, dtype: DType, device: &Device) -> Result<Self> {
-        let dir = dir.as_ref();
+        Ok(Self::load(dir.as_ref(), dtype, device, &[])?.0)
+    }
+
+    /// Loads the backbone of a checkpoint with a head other than the LM head (HF
+    /// `*ForSequenceClassification`: `model.*` + `score.weight`, no `lm_head.weight`). The tensors
+    /// named in `head_keys` are returned instead of being unexpected keys; a missing untied
+    /// `lm_head.weight` is replaced by zeros (a placeholder: the backbone's hidden states do not
+    /// use it). `head_keys` are matched before GPT-2's `transformer.` prefix is added.
+    pub fn from_pretrained_backbone(
+        dir: impl AsRef<Path>,
+        head_keys: &[&str],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Self, BTreeMap<String, Tensor>)> {
+        Self::load(dir.as_ref(), dtype, device, head_keys)
+    }
+
+    fn load(dir: &Path, dtype: DType, device: &Device, head_keys: &[&str]) -> Result<(Self, BTreeMap<String, Tensor>)> {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(io(&cfg_path))?;
         let raw: serde_json::Value = serde_json::from_str(&text)
@@ -77,11 +94,16 @@ impl Model {
         let files = weight_files(dir)?;
         let mut tensors = BTreeMap::new();
         let mut origin = BTreeMap::new();
+        let mut heads = BTreeMap::new();
         for f in &files {
             let bytes = std::fs::read(f).map_err(io(f))?;
             let loaded = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
                 .map_err(|e| ModelError::Safetensors { path: f.clone(), msg: e.to_string() })?;
             for (k, t) in loaded {
+                if head_keys.contains(&k.as_str()) {
+                    heads.insert(k, t);
+                    continue;
+                }
                 // Old GPT-2 checkpoints name weights without the `transformer.` prefix.
                 let k = match &config {
                     ModelConfig::Gpt2(_) if !k.starts_with("transformer.") && !k.starts_with("lm_head") => {
@@ -93,6 +115,11 @@ impl Model {
                 tensors.insert(k, t);
             }
         }
+        if !head_keys.is_empty() && !config.tied_embeddings() && !tensors.contains_key("lm_head.weight") {
+            if let ModelConfig::Llama(c) = &config {
+                tensors.insert("lm_head.weight".into(), Tensor::zeros((c.vocab_size, c.hidden_size), DType::F32, &Device::Cpu)?);
+            }
+        }
         let default_file = if files.len() == 1 { files[0].clone() } else { dir.join("model.safetensors.index.json") };
         let store = ParamStore::new(Source::Tensors { tensors, origin, default_file });
         let (lm, linears) = build(&config, &store, dtype, device)?;
@@ -101,7 +128,7 @@ impl Model {
             return Err(ModelError::UnexpectedKeys { path: files[0].clone(), keys: unused.join(", ") });
         }
         let lora = crate::lora::LoraState::new(linears, Some(dir));
-        Ok(Self { config, lm, store, device: device.clone(), dtype, raw_config: Some(raw), lora })
+        Ok((Self { config, lm, store, device: device.clone(), dtype, raw_config: Some(raw), lora }, heads))
     }
 
     /// The base model's parameters by HF name, sorted (what `save_pretrained` writes). With LoRA

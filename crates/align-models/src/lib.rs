@@ -20,6 +20,7 @@ pub mod layers;
 pub mod llama;
 pub mod lora;
 pub mod params;
+pub mod reward;
 
 pub use causal_lm::{CausalLm, ForwardArgs, KvCache};
 pub use config::{Gpt2Config, LlamaConfig, ModelConfig};

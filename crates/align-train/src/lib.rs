@@ -15,14 +15,17 @@
 //! - [`pretrain`]: next-token pretraining on a token stream.
 //! - [`rl_math`]: PPO/GRPO/RLOO math (whitening, KL estimators, GAE, clipped losses, KL controllers), golden-tested against TRL.
 //! - [`pref_loss`]: preference losses (DPO family, SimPO, ORPO, KTO, Bradley-Terry) over summed log-probs.
+//! - [`rm`]: reward models (Bradley-Terry on preference pairs, HF sequence-classification output).
 
 pub mod checkpoint;
+pub mod dpo;
 pub mod error;
 pub mod lm_loss;
 pub mod optim;
 pub mod pref_loss;
 pub mod pretrain;
 pub mod rl_math;
+pub mod rm;
 pub mod schedule;
 pub mod sft;
 pub mod trainer;

@@ -33,6 +33,11 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// Stage 2: supervised fine-tuning on TRL-format data.
     Sft(cmd::sft::SftArgs),
+    /// Reward models: train (Bradley-Terry) and score.
+    #[command(subcommand)]
+    Rm(cmd::rm::RmCmd),
+    /// Stage 3 offline: direct preference optimization (DPO, IPO, cDPO, hinge, SimPO, ORPO).
+    Dpo(cmd::dpo::DpoArgs),
     /// Generate text from a model (KV cache, batched, streaming for one prompt).
     Generate(cmd::generate::GenerateArgs),
 }
@@ -66,6 +71,8 @@ fn main() -> ExitCode {
         Command::Pretrain(a) => cmd::pretrain::run(a),
         Command::Generate(a) => cmd::generate::run(a),
         Command::Sft(a) => cmd::sft::run(a),
+        Command::Dpo(a) => cmd::dpo::run(a),
+        Command::Rm(c) => cmd::rm::run(c),
         Command::Bench(a) => cmd::bench::run(a),
     };
     match result {

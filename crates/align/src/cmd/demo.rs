@@ -14,6 +14,8 @@ use align_generate::SamplingConfig;
 use align_gym::{load_prompts, GymConfig, Size, World, SEED_PROMPTS};
 use align_models::Model;
 use align_train::pretrain::{DataConfig, ModelSpec, PretrainConfig};
+use align_train::dpo::{DpoConfig, Objective, PrefData};
+use align_train::pref_loss::DpoLossConfig;
 use align_train::sft::{PtxConfig, SftConfig, SftData};
 use align_train::TrainConfig;
 use anyhow::{Context, Result};
@@ -57,6 +59,12 @@ pub struct DemoConfig {
     /// Pretraining sequences mixed into each SFT micro-batch (0 = off) and their weight.
     pub sft_ptx_batch_size: usize,
     pub sft_ptx_coef: f64,
+    pub dpo_data: PrefData,
+    /// DPO loss (TRL defaults, plus an NLL term on chosen: `rpo_alpha`).
+    pub dpo_loss: DpoLossConfig,
+    pub dpo: TrainConfig,
+    /// Pretraining sequences mixed into each DPO micro-batch (0 = off).
+    pub dpo_ptx_batch_size: usize,
     /// Held-out prompts per family in the gold evaluation.
     pub eval_per_family: usize,
     pub eval_max_new_tokens: usize,
@@ -96,6 +104,19 @@ impl Default for DemoConfig {
             },
             sft_ptx_batch_size: 2,
             sft_ptx_coef: 1.0,
+            dpo_data: PrefData { max_seq_len: 256, batch_size: 8, eval_fraction: 0.05, ..PrefData::default() },
+            dpo_loss: DpoLossConfig { rpo_alpha: Some(1.0), ..DpoLossConfig::default() },
+            dpo: TrainConfig {
+                lr: 5e-4,
+                warmup_steps: 10,
+                min_lr_ratio: 0.1,
+                max_steps: 150,
+                log_every: 10,
+                eval_every: 50,
+                save_every: 50,
+                ..TrainConfig::default()
+            },
+            dpo_ptx_batch_size: 2,
             eval_per_family: 40,
             eval_max_new_tokens: 64,
             eval_batch_size: 40,
@@ -157,7 +178,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&out)?;
     align_core::atomic::write_atomic(out.join("demo_config.toml"), toml::to_string_pretty(&resolved)?.as_bytes())?;
-    let n = 5;
+    let n = 6;
     let seed = args.seed;
 
     // 1. The gym.
@@ -219,13 +240,46 @@ pub fn run(args: DemoArgs) -> Result<()> {
         mark_done(&sft, &s)?;
     }
 
-    // 5. Evaluation and report.
+    // 5. DPO on the panel's preferences.
+    let dpo = out.join("dpo");
+    stage("stage 3: preference optimization (DPO + NLL on chosen) on the panel's labels", 5, n);
+    if !done(&dpo) {
+        let dc = DpoConfig {
+            out_dir: dpo.clone(),
+            model: sft.join("model"),
+            ref_model: None,
+            data: PrefData { files: vec![gym.join("preferences.jsonl")], ..cfg.dpo_data.clone() },
+            objective: Objective::Dpo,
+            loss: cfg.dpo_loss.clone(),
+            orpo_beta: 0.1,
+            ptx: (cfg.dpo_ptx_batch_size > 0).then(|| PtxConfig {
+                files: vec![gym.join("pretrain.txt")],
+                batch_size: cfg.dpo_ptx_batch_size,
+                seq_len: 0,
+                coef: 1.0,
+            }),
+            lora: None,
+            train: TrainConfig { seed, ..cfg.dpo.clone() },
+        };
+        let s = align_train::dpo::run(&dc, true, &toml::to_string_pretty(&dc)?)?;
+        let g = |m: &std::collections::BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+        eprintln!(
+            "DPO: held-out rewards/accuracies {:.2} -> {:.2} in {:.0} s",
+            g(&s.eval_before, "rewards/accuracies"),
+            g(&s.eval_after, "rewards/accuracies"),
+            s.seconds
+        );
+        mark_done(&dpo, &s)?;
+    }
+
+    // 6. Evaluation and report.
     let ev = out.join("eval");
-    stage("gold evaluation of every stage on held-out prompts", 5, n);
+    stage("gold evaluation of every stage on held-out prompts", 6, n);
     let records = balanced_subset(&load_prompts(gym.join("prompts/eval.jsonl"))?, cfg.eval_per_family);
     let stages: Vec<(&str, PathBuf, PromptStyle)> = vec![
         ("raw (pretrained)", pre.join("model"), PromptStyle::Raw),
         ("SFT", sft.join("model"), PromptStyle::Chat),
+        ("aligned (DPO)", dpo.join("model"), PromptStyle::Chat),
     ];
     let mut evals = vec![];
     for (name, dir, style) in &stages {

@@ -2,8 +2,10 @@
 
 pub mod bench;
 pub mod demo;
+pub mod dpo;
 pub mod generate;
 pub mod gym;
 pub mod pretrain;
+pub mod rm;
 pub mod sft;
 pub mod tokenizer;

@@ -1,0 +1,393 @@
+//! Direct preference optimization: `align dpo`, the DPO family on paired preferences.
+//!
+//! pairs (prompt, chosen, rejected) → two sequences each with the completion as the only trained
+//! tokens ([`crate::sft::tokenize_example`]) → summed completion log-probs of the policy → a loss
+//! of [`crate::pref_loss`] against the reference log-probs, which are computed once before
+//! training (the policy at step 0 is the reference, also with LoRA, where the adapters start at
+//! zero) and cached in `OUT_DIR/ref_logps.json`. Optional pretraining-data mixing and an NLL term
+//! on chosen (`loss.rpo_alpha`), two of the three fixes a PyTorch prototype on the gym needed.
+
+use crate::error::{Result, TrainError};
+use crate::lm_loss::token_logprobs;
+use crate::pref_loss::{dpo_loss, orpo_loss, DpoLossConfig, OrpoConfig, PairLogps};
+use crate::pretrain::LmStep;
+use crate::sft::{tokenize_example, write_chat_model_files, PtxConfig, Seq, SeqBatch, SftData};
+use crate::trainer::{DataStream, Step, TrainConfig, Trainer};
+use align_core::metrics::Record;
+use align_data::chat_template::ChatTemplate;
+use align_data::formats::{read_examples, Example, ReadOptions};
+use align_data::{Batch, Batcher, Shuffler, Tokenizer};
+use align_models::{CausalLm, ForwardArgs, Model};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Which objective: the DPO family of [`DpoLossConfig`] (reference-based, or SimPO) or ORPO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    #[default]
+    Dpo,
+    /// ORPO (Hong et al. 2024): odds-ratio term + NLL on chosen, no reference model.
+    Orpo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpoConfig {
+    pub out_dir: PathBuf,
+    /// The policy to start from (usually the SFT model); also the reference unless `ref_model`.
+    pub model: PathBuf,
+    /// A different reference model (HF directory).
+    #[serde(default)]
+    pub ref_model: Option<PathBuf>,
+    pub data: PrefData,
+    #[serde(default)]
+    pub objective: Objective,
+    /// `loss_type` (sigmoid | ipo | robust | hinge | simpo), beta, label_smoothing, simpo_gamma,
+    /// rpo_alpha; TRL's defaults (β 0.1). See docs/preference_losses.md.
+    #[serde(default)]
+    pub loss: DpoLossConfig,
+    /// ORPO's λ (TRL `ORPOConfig.beta` 0.1).
+    #[serde(default = "default_orpo_beta")]
+    pub orpo_beta: f64,
+    #[serde(default)]
+    pub ptx: Option<PtxConfig>,
+    #[serde(default)]
+    pub lora: Option<align_models::LoraConfig>,
+    pub train: TrainConfig,
+}
+
+fn default_orpo_beta() -> f64 {
+    0.1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrefData {
+    pub files: Vec<PathBuf>,
+    pub eval_files: Vec<PathBuf>,
+    pub eval_fraction: f64,
+    pub read: ReadOptions,
+    /// Longest prompt + completion in tokens; longer pairs are truncated at the end (both
+    /// sequences), or skipped with `truncation = "skip"`, and counted. TRL `max_length` 1024.
+    pub max_seq_len: usize,
+    /// Pairs per micro-batch (2 × rows). TRL `per_device_train_batch_size` 8.
+    pub batch_size: usize,
+    pub truncation: String,
+}
+
+impl Default for PrefData {
+    fn default() -> Self {
+        Self {
+            files: vec![],
+            eval_files: vec![],
+            eval_fraction: 0.05,
+            read: ReadOptions::default(),
+            max_seq_len: 256,
+            batch_size: 8,
+            truncation: "keep_start".into(),
+        }
+    }
+}
+
+/// A tokenized pair.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub chosen: Seq,
+    pub rejected: Seq,
+    pub margin: Option<f64>,
+}
+
+/// Tokenizes preference examples into pairs, counting what was truncated or skipped.
+pub fn tokenize_pairs(tok: &Tokenizer, tmpl: &ChatTemplate, examples: &[Example], cfg: &PrefData) -> Result<(Vec<Pair>, crate::sft::TokenizeReport)> {
+    let seq_cfg = SftData { max_seq_len: cfg.max_seq_len, truncation: cfg.truncation.clone(), ..SftData::default() };
+    let mut rep = crate::sft::TokenizeReport::default();
+    let mut out = vec![];
+    for ex in examples {
+        let Example::Preference { prompt, chosen, rejected, margin, .. } = ex else {
+            return Err(TrainError::Config("DPO takes preference data (prompt/chosen/rejected)".into()));
+        };
+        let Some(prompt) = prompt else {
+            return Err(TrainError::Config("a preference pair has no prompt: keep data.read.extract_prompt on for implicit prompts".into()));
+        };
+        let seq = |c: &align_data::formats::Text| {
+            tokenize_example(tok, tmpl, &Example::PromptCompletion { prompt: prompt.clone(), completion: c.clone() }, &seq_cfg)
+        };
+        let (mut c, mut r) = (seq(chosen)?, seq(rejected)?);
+        let too_long = c.ids.len() > cfg.max_seq_len || r.ids.len() > cfg.max_seq_len;
+        if too_long {
+            if cfg.truncation == "skip" {
+                *rep.skipped.entry("longer than max_seq_len".into()).or_default() += 1;
+                continue;
+            }
+            for s in [&mut c, &mut r] {
+                s.ids.truncate(cfg.max_seq_len);
+                s.mask.truncate(cfg.max_seq_len);
+            }
+            rep.truncated += 1;
+        }
+        if !c.mask.contains(&1) || !r.mask.contains(&1) {
+            *rep.skipped.entry("no completion token left (after truncation)".into()).or_default() += 1;
+            continue;
+        }
+        out.push(Pair { chosen: c, rejected: r, margin: *margin });
+        rep.kept += 1;
+    }
+    Ok((out, rep))
+}
+
+/// Summed completion log-probs (B,), completion lengths (B,) and mean token NLL (B,) of `seqs`.
+pub fn completion_logps(lm: &dyn CausalLm, seqs: &[Seq], dev: &Device) -> Result<(Tensor, Tensor, Tensor)> {
+    let rows: Vec<Vec<usize>> = (0..seqs.len()).map(|i| vec![i]).collect();
+    let b = SeqBatch::from_rows(seqs, &rows, 0);
+    let shape = (b.b, b.t);
+    let ids = Tensor::from_slice(&b.input_ids, shape, dev)?;
+    let pos = Tensor::from_slice(&b.positions, shape, dev)?;
+    let logits = lm.forward(&ForwardArgs::new(&ids, &pos), None)?;
+    let targets = Tensor::from_slice(&b.targets, shape, dev)?;
+    let mask = Tensor::from_slice(&b.loss_mask, shape, dev)?.to_dtype(DType::F32)?;
+    let logps = (token_logprobs(&logits, &targets)? * &mask)?.sum(1)?; // (B,)
+    let lens = mask.sum(1)?;
+    let nll = (logps.neg()? / &lens)?;
+    Ok((logps, lens, nll))
+}
+
+/// Reference log-probs of every pair, (chosen, rejected), computed without building a graph.
+pub fn reference_logps(lm: &dyn CausalLm, pairs: &[Pair], batch: usize, dev: &Device) -> Result<Vec<(f32, f32)>> {
+    let mut out = Vec::with_capacity(pairs.len());
+    for chunk in pairs.chunks(batch.max(1)) {
+        let seqs: Vec<Seq> = chunk.iter().flat_map(|p| [p.chosen.clone(), p.rejected.clone()]).collect();
+        let (l, _, _) = completion_logps(lm, &seqs, dev)?;
+        let l = l.detach().to_vec1::<f32>()?;
+        out.extend(l.chunks(2).map(|c| (c[0], c[1])));
+    }
+    Ok(out)
+}
+
+pub struct PrefBatch {
+    pub idx: Vec<usize>,
+    pub ptx: Option<Batch>,
+}
+
+pub struct DpoStep<'a> {
+    pub lm: &'a dyn CausalLm,
+    pub device: Device,
+    pub pairs: &'a [Pair],
+    pub ref_logps: &'a [(f32, f32)],
+    pub objective: Objective,
+    pub loss: DpoLossConfig,
+    pub orpo: OrpoConfig,
+    pub ptx_coef: f64,
+}
+
+impl DpoStep<'_> {
+    /// The loss over pairs `idx` and its metrics (TRL's names).
+    pub fn pair_loss(&self, idx: &[usize]) -> Result<(Tensor, BTreeMap<String, f64>)> {
+        let seqs: Vec<Seq> = idx.iter().flat_map(|&i| [self.pairs[i].chosen.clone(), self.pairs[i].rejected.clone()]).collect();
+        let (logps, lens, nll) = completion_logps(self.lm, &seqs, &self.device)?;
+        let n = idx.len();
+        let even = Tensor::from_vec((0..n as u32).map(|i| 2 * i).collect::<Vec<_>>(), n, &self.device)?;
+        let odd = Tensor::from_vec((0..n as u32).map(|i| 2 * i + 1).collect::<Vec<_>>(), n, &self.device)?;
+        let (pc, pr) = (logps.index_select(&even, 0)?, logps.index_select(&odd, 0)?);
+        let (lc, lr) = (lens.index_select(&even, 0)?, lens.index_select(&odd, 0)?);
+        let nll_c = nll.index_select(&even, 0)?;
+        let rc = Tensor::from_vec(idx.iter().map(|&i| self.ref_logps[i].0).collect::<Vec<_>>(), n, &self.device)?;
+        let rr = Tensor::from_vec(idx.iter().map(|&i| self.ref_logps[i].1).collect::<Vec<_>>(), n, &self.device)?;
+        let x = PairLogps {
+            ref_chosen: Some(&rc),
+            ref_rejected: Some(&rr),
+            chosen_len: Some(&lc),
+            rejected_len: Some(&lr),
+            chosen_nll: Some(&nll_c),
+            ..PairLogps::new(&pc, &pr)
+        };
+        let out = match self.objective {
+            Objective::Dpo => dpo_loss(&x, &self.loss)?,
+            Objective::Orpo => orpo_loss(&x, &self.orpo)?,
+        };
+        Ok((out.loss()?, out.metrics()?))
+    }
+}
+
+impl Step<PrefBatch> for DpoStep<'_> {
+    fn loss(&mut self, batch: &PrefBatch) -> Result<(Tensor, Record)> {
+        let (loss, metrics) = self.pair_loss(&batch.idx)?;
+        let mut m: Record = metrics.into_iter().map(|(k, v)| (k, json!(v))).collect();
+        let tokens: usize = batch.idx.iter().map(|&i| self.pairs[i].chosen.ids.len() + self.pairs[i].rejected.ids.len()).sum();
+        m.insert("num_tokens".into(), json!(tokens));
+        let loss = match &batch.ptx {
+            Some(p) => {
+                let ptx_loss = LmStep { lm: self.lm, device: self.device.clone() }.batch_loss(p)?;
+                m.insert("ptx_loss".into(), json!(ptx_loss.to_scalar::<f32>()?));
+                (loss + (ptx_loss * self.ptx_coef)?)?
+            }
+            None => loss,
+        };
+        Ok((loss, m))
+    }
+}
+
+pub struct PrefStream {
+    pub shuffler: Shuffler,
+    pub ptx: Option<Batcher>,
+}
+
+impl DataStream for PrefStream {
+    type Batch = PrefBatch;
+    fn next_batch(&mut self) -> Result<PrefBatch> {
+        Ok(PrefBatch { idx: self.shuffler.next_indices(), ptx: self.ptx.as_mut().map(|b| b.next_batch()) })
+    }
+    fn state(&self) -> serde_json::Value {
+        json!({"pairs": self.shuffler.state(), "ptx": self.ptx.as_ref().map(|b| b.state())})
+    }
+    fn restore(&mut self, s: &serde_json::Value) -> Result<()> {
+        let bad = |e: serde_json::Error| TrainError::Config(format!("bad data state in checkpoint: {e}"));
+        self.shuffler.restore(&serde_json::from_value(s["pairs"].clone()).map_err(bad)?).map_err(TrainError::other)?;
+        if let (Some(b), Some(st)) = (self.ptx.as_mut(), s.get("ptx").filter(|v| !v.is_null())) {
+            b.restore(&serde_json::from_value(st.clone()).map_err(bad)?).map_err(TrainError::other)?;
+        }
+        Ok(())
+    }
+    fn epoch(&self) -> Option<f64> {
+        Some(self.shuffler.epoch_f64())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DpoSummary {
+    pub steps: u64,
+    pub train: crate::sft::TokenizeReport,
+    pub eval: crate::sft::TokenizeReport,
+    pub read_summary: Vec<String>,
+    /// Held-out metrics before and after training (`rewards/accuracies`, `rewards/margins`, ...).
+    pub eval_before: BTreeMap<String, f64>,
+    pub eval_after: BTreeMap<String, f64>,
+    pub model_dir: PathBuf,
+    pub seconds: f64,
+}
+
+/// Mean of the metrics over held-out pairs.
+pub fn eval_metrics(step: &DpoStep, n: usize, batch: usize) -> Result<BTreeMap<String, f64>> {
+    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+    let idx: Vec<usize> = (0..n).collect();
+    for chunk in idx.chunks(batch.max(1)) {
+        let (loss, m) = step.pair_loss(chunk)?;
+        *sums.entry("loss".into()).or_default() += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
+        for (k, v) in m {
+            *sums.entry(k).or_default() += v * chunk.len() as f64;
+        }
+    }
+    Ok(sums.into_iter().map(|(k, v)| (k, v / n.max(1) as f64)).collect())
+}
+
+/// Runs DPO (or ORPO).
+pub fn run(cfg: &DpoConfig, resume: bool, resolved: &str) -> Result<DpoSummary> {
+    let start = std::time::Instant::now();
+    let dev = Device::Cpu;
+    cfg.loss.validate()?;
+    let tok = Tokenizer::from_dir(&cfg.model).map_err(TrainError::other)?;
+    let tmpl = ChatTemplate::from_tokenizer(&tok).map_err(TrainError::other)?;
+    let mut model = Model::from_pretrained(&cfg.model, DType::F32, &dev).map_err(TrainError::other)?;
+    let max_len = cfg.data.max_seq_len.min(model.config.max_positions());
+    let data_cfg = PrefData { max_seq_len: max_len, ..cfg.data.clone() };
+    if cfg.data.files.is_empty() {
+        return Err(TrainError::Config("data.files is empty".into()));
+    }
+    let mut read_summary = vec![];
+    let mut read = |files: &[PathBuf]| -> Result<Vec<Example>> {
+        let mut all = vec![];
+        for f in files {
+            let (ex, rep) = read_examples(f, &cfg.data.read).map_err(TrainError::other)?;
+            read_summary.push(format!("{}: {}", f.display(), rep.summary()));
+            all.extend(ex);
+        }
+        Ok(all)
+    };
+    let mut train_ex = read(&cfg.data.files)?;
+    let eval_ex = if cfg.data.eval_files.is_empty() {
+        let n_eval = ((train_ex.len() as f64) * cfg.data.eval_fraction).round() as usize;
+        train_ex.split_off(train_ex.len() - n_eval.min(train_ex.len().saturating_sub(1)))
+    } else {
+        read(&cfg.data.eval_files)?
+    };
+    let (pairs, train_rep) = tokenize_pairs(&tok, &tmpl, &train_ex, &data_cfg)?;
+    let (eval_pairs, eval_rep) = tokenize_pairs(&tok, &tmpl, &eval_ex, &data_cfg)?;
+    for s in &read_summary {
+        tracing::info!("{s}");
+    }
+    tracing::info!("preference pairs: {} train ({} truncated, skipped {:?}), {} held-out", train_rep.kept, train_rep.truncated, train_rep.skipped, eval_rep.kept);
+    if pairs.is_empty() {
+        return Err(TrainError::Config("no usable preference pairs".into()));
+    }
+
+    // Reference log-probs, once (cached on disk so a resumed run reuses them).
+    let bs = cfg.data.batch_size;
+    let cache = cfg.out_dir.join("ref_logps.json");
+    let (ref_train, ref_eval): (Vec<(f32, f32)>, Vec<(f32, f32)>) = match std::fs::read(&cache).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+        Some(v) => v,
+        None => {
+            let reference = match &cfg.ref_model {
+                Some(dir) => Some(Model::from_pretrained(dir, DType::F32, &dev).map_err(TrainError::other)?),
+                None => None,
+            };
+            let lm = reference.as_ref().unwrap_or(&model).lm.as_ref();
+            let v = (reference_logps(lm, &pairs, bs, &dev)?, reference_logps(lm, &eval_pairs, bs, &dev)?);
+            std::fs::create_dir_all(&cfg.out_dir).map_err(TrainError::other)?;
+            align_core::atomic::write_atomic(&cache, serde_json::to_string(&v).map_err(TrainError::other)?.as_bytes())?;
+            v
+        }
+    };
+
+    if let Some(l) = &cfg.lora {
+        model.add_lora(l, cfg.train.seed).map_err(TrainError::other)?;
+        model.set_training(true);
+    }
+    let ptx = match &cfg.ptx {
+        Some(p) if !p.files.is_empty() => {
+            let seq_len = if p.seq_len == 0 { max_len } else { p.seq_len };
+            let ds = align_data::load_pretrain_data(&tok, &p.files, "text", seq_len, 0.0).map_err(TrainError::other)?;
+            Some(Batcher::new(ds.train, p.batch_size, cfg.train.seed).map_err(TrainError::other)?)
+        }
+        _ => None,
+    };
+    let shuffler = Shuffler::new(pairs.len(), bs.min(pairs.len()).max(1), cfg.train.seed, "dpo").map_err(TrainError::other)?;
+    let mut data = PrefStream { shuffler, ptx };
+    let orpo = OrpoConfig { beta: cfg.orpo_beta };
+    let ptx_coef = cfg.ptx.as_ref().map_or(0.0, |p| p.coef);
+    let eval_step = |lm| DpoStep { lm, device: dev.clone(), pairs: &eval_pairs, ref_logps: &ref_eval, objective: cfg.objective, loss: cfg.loss.clone(), orpo: orpo.clone(), ptx_coef };
+    let eval_before = if eval_pairs.is_empty() { BTreeMap::new() } else { eval_metrics(&eval_step(model.lm.as_ref()), eval_pairs.len(), bs)? };
+
+    let mut step = DpoStep { lm: model.lm.as_ref(), device: dev.clone(), pairs: &pairs, ref_logps: &ref_train, objective: cfg.objective, loss: cfg.loss.clone(), orpo: orpo.clone(), ptx_coef };
+    let mut trainer = Trainer::new(cfg.train.clone(), model.trainable_vars(), &cfg.out_dir)?;
+    let (config_json, model_dir_in, resolved_text) = (model.config_json(), cfg.model.clone(), resolved.to_string());
+    trainer.set_checkpoint_hook(move |dir| {
+        let tok = Tokenizer::from_dir(&model_dir_in).map_err(TrainError::other)?;
+        write_chat_model_files(dir, &config_json, &tok)?;
+        align_core::atomic::write_atomic(dir.join("align_config.toml"), resolved_text.as_bytes())?;
+        Ok(())
+    });
+    if resume {
+        trainer.resume(&mut step, &mut data)?;
+    }
+    let n_eval = eval_pairs.len();
+    let mut eval = |s: &mut DpoStep| -> Result<f64> {
+        let e = DpoStep { lm: s.lm, device: s.device.clone(), pairs: &eval_pairs, ref_logps: &ref_eval, objective: s.objective, loss: s.loss.clone(), orpo: s.orpo.clone(), ptx_coef: s.ptx_coef };
+        Ok(eval_metrics(&e, n_eval, bs)?.get("loss").copied().unwrap_or(f64::NAN))
+    };
+    let summary = trainer.fit(&mut step, &mut data, if n_eval > 0 { Some(&mut eval) } else { None })?;
+    drop(step);
+    model.set_training(false);
+    let eval_after = if eval_pairs.is_empty() { BTreeMap::new() } else { eval_metrics(&eval_step(model.lm.as_ref()), n_eval, bs)? };
+    if cfg.lora.is_some() {
+        model.save_lora(cfg.out_dir.join("adapter")).map_err(TrainError::other)?;
+        model.merge_lora().map_err(TrainError::other)?;
+    }
+    let model_dir = cfg.out_dir.join("model");
+    model.save_pretrained(&model_dir, DType::F32).map_err(TrainError::other)?;
+    write_chat_model_files(&model_dir, &model.config_json(), &tok)?;
+    align_core::atomic::write_atomic(model_dir.join("align_config.toml"), resolved.as_bytes())?;
+    Ok(DpoSummary { steps: summary.step, train: train_rep, eval: eval_rep, read_summary, eval_before, eval_after, model_dir, seconds: start.elapsed().as_secs_f64() })
+}

@@ -1,0 +1,73 @@
+//! DPO end to end on a tiny model: the policy learns the preferred completion, the reference
+//! log-probs are cached, and gradient accumulation 1×8 equals 8×1.
+
+use align_data::tokenizer::train_bpe_from_texts;
+use align_data::DEFAULT_SPECIAL_TOKENS;
+use align_models::{config::llama_from_dims, Model, ModelConfig};
+use align_train::dpo::{run, DpoConfig};
+use candle_core::Device;
+use std::path::Path;
+
+fn setup(d: &Path) {
+    let texts: Vec<String> = (0..40).map(|i| format!("Question {i}: is the sky blue? Yes it is blue. No it is green.")).collect();
+    let tok = train_bpe_from_texts(&texts, 400, &DEFAULT_SPECIAL_TOKENS, 2).unwrap();
+    let cfg = ModelConfig::Llama(llama_from_dims(tok.vocab_size(), 32, 2, 4, 2, 128));
+    let model = Model::from_config(cfg, 1, &Device::Cpu).unwrap();
+    model.save_pretrained(d.join("base"), candle_core::DType::F32).unwrap();
+    tok.save_dir(d.join("base")).unwrap();
+    let lines: Vec<String> = (0..48)
+        .map(|i| {
+            serde_json::json!({
+                "prompt": [{"role": "user", "content": format!("Question {i}: is the sky blue?")}],
+                "chosen": [{"role": "assistant", "content": "Yes it is blue."}],
+                "rejected": [{"role": "assistant", "content": "No it is green."}]})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(d.join("pairs.jsonl"), lines.join("\n")).unwrap();
+}
+
+fn config(d: &Path, out: &str, extra_train: &str) -> DpoConfig {
+    let text = format!(
+        "out_dir = {out:?}\nmodel = {base:?}\n[data]\nfiles = [{data:?}]\nbatch_size = 8\neval_fraction = 0.15\n[loss]\nbeta = 0.1\n[train]\nlr = 5e-3\nlr_scheduler = \"constant\"\nmax_steps = 12\nquiet = true\n{extra_train}",
+        out = d.join(out).display().to_string(),
+        base = d.join("base").display().to_string(),
+        data = d.join("pairs.jsonl").display().to_string(),
+    );
+    toml::from_str(&text).unwrap()
+}
+
+#[test]
+fn dpo_learns_the_preference_and_caches_the_reference() {
+    let d = tempfile::tempdir().unwrap();
+    setup(d.path());
+    let s = run(&config(d.path(), "dpo", ""), false, "").unwrap();
+    let acc_before = s.eval_before["rewards/accuracies"];
+    let acc_after = s.eval_after["rewards/accuracies"];
+    assert!(s.eval_after["loss"] < s.eval_before["loss"], "{:?} -> {:?}", s.eval_before, s.eval_after);
+    assert!(acc_after > 0.9 && acc_after >= acc_before, "held-out accuracy {acc_before} -> {acc_after}");
+    assert!(s.eval_after["rewards/margins"] > 0.0);
+    assert!(d.path().join("dpo/ref_logps.json").exists());
+    Model::from_pretrained(d.path().join("dpo/model"), candle_core::DType::F32, &Device::Cpu).unwrap();
+}
+
+#[test]
+/// Three optimizer steps (after the first, AdamW's update depends on gradient magnitudes, not
+/// only signs), each over the same 8 pairs: as one micro-batch, or as 8 accumulated.
+fn grad_accumulation_1x8_equals_8x1() {
+    let d = tempfile::tempdir().unwrap();
+    setup(d.path());
+    let mut a = config(d.path(), "a", "");
+    a.train.max_steps = 3;
+    let mut b = config(d.path(), "b", "grad_accum = 8\n");
+    b.train.max_steps = 3;
+    b.data.batch_size = 1;
+    run(&a, false, "").unwrap();
+    run(&b, false, "").unwrap();
+    let load = |p: &str| candle_core::safetensors::load(d.path().join(p).join("model/model.safetensors"), &Device::Cpu).unwrap();
+    let (wa, wb) = (load("a"), load("b"));
+    for (k, ta) in &wa {
+        let diff = (ta - &wb[k]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-6, "{k}: {diff}");
+    }
+}
