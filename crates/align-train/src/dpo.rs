@@ -323,10 +323,13 @@ pub fn run(cfg: &DpoConfig, resume: bool, resolved: &str) -> Result<DpoSummary> 
         return Err(TrainError::Config("no usable preference pairs".into()));
     }
 
-    // Reference log-probs, once (cached on disk so a resumed run reuses them).
+    // Reference log-probs, once (cached on disk so a resumed run reuses them); SimPO and ORPO
+    // need none.
     let bs = cfg.data.batch_size;
     let cache = cfg.out_dir.join("ref_logps.json");
+    let reference_free = cfg.objective == Objective::Orpo || cfg.loss.loss_type == crate::pref_loss::DpoLossType::Simpo;
     let (ref_train, ref_eval): (Vec<(f32, f32)>, Vec<(f32, f32)>) = match std::fs::read(&cache).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+        _ if reference_free => (vec![(0.0, 0.0); pairs.len()], vec![(0.0, 0.0); eval_pairs.len()]),
         Some(v) => v,
         None => {
             let reference = match &cfg.ref_model {
