@@ -10,13 +10,12 @@
 use crate::error::{Result, TrainError};
 use crate::lm_loss::token_logprobs;
 use crate::pref_loss::{dpo_loss, orpo_loss, DpoLossConfig, OrpoConfig, PairLogps};
-use crate::pretrain::LmStep;
-use crate::sft::{tokenize_example, write_chat_model_files, PtxConfig, Seq, SeqBatch, SftData};
-use crate::trainer::{DataStream, Step, TrainConfig, Trainer};
+use crate::sft::{add_ptx, ptx_batcher, read_all, tokenize_example, write_chat_model_files, MixedBatch, MixedStream, PtxConfig, Seq, SeqBatch, SftData};
+use crate::trainer::{Step, TrainConfig, Trainer};
 use align_core::metrics::Record;
 use align_data::chat_template::ChatTemplate;
-use align_data::formats::{read_examples, Example, ReadOptions};
-use align_data::{Batch, Batcher, Shuffler, Tokenizer};
+use align_data::formats::{Example, ReadOptions};
+use align_data::{Shuffler, Tokenizer};
 use align_models::{CausalLm, ForwardArgs, Model};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -167,11 +166,6 @@ pub fn reference_logps(lm: &dyn CausalLm, pairs: &[Pair], batch: usize, dev: &De
     Ok(out)
 }
 
-pub struct PrefBatch {
-    pub idx: Vec<usize>,
-    pub ptx: Option<Batch>,
-}
-
 pub struct DpoStep<'a> {
     pub lm: &'a dyn CausalLm,
     pub device: Device,
@@ -212,47 +206,14 @@ impl DpoStep<'_> {
     }
 }
 
-impl Step<PrefBatch> for DpoStep<'_> {
-    fn loss(&mut self, batch: &PrefBatch) -> Result<(Tensor, Record)> {
+impl Step<MixedBatch> for DpoStep<'_> {
+    fn loss(&mut self, batch: &MixedBatch) -> Result<(Tensor, Record)> {
         let (loss, metrics) = self.pair_loss(&batch.idx)?;
         let mut m: Record = metrics.into_iter().map(|(k, v)| (k, json!(v))).collect();
         let tokens: usize = batch.idx.iter().map(|&i| self.pairs[i].chosen.ids.len() + self.pairs[i].rejected.ids.len()).sum();
         m.insert("num_tokens".into(), json!(tokens));
-        let loss = match &batch.ptx {
-            Some(p) => {
-                let ptx_loss = LmStep { lm: self.lm, device: self.device.clone() }.batch_loss(p)?;
-                m.insert("ptx_loss".into(), json!(ptx_loss.to_scalar::<f32>()?));
-                (loss + (ptx_loss * self.ptx_coef)?)?
-            }
-            None => loss,
-        };
+        let loss = add_ptx(self.lm, &self.device, loss, batch.ptx.as_ref(), self.ptx_coef, &mut m)?;
         Ok((loss, m))
-    }
-}
-
-pub struct PrefStream {
-    pub shuffler: Shuffler,
-    pub ptx: Option<Batcher>,
-}
-
-impl DataStream for PrefStream {
-    type Batch = PrefBatch;
-    fn next_batch(&mut self) -> Result<PrefBatch> {
-        Ok(PrefBatch { idx: self.shuffler.next_indices(), ptx: self.ptx.as_mut().map(|b| b.next_batch()) })
-    }
-    fn state(&self) -> serde_json::Value {
-        json!({"pairs": self.shuffler.state(), "ptx": self.ptx.as_ref().map(|b| b.state())})
-    }
-    fn restore(&mut self, s: &serde_json::Value) -> Result<()> {
-        let bad = |e: serde_json::Error| TrainError::Config(format!("bad data state in checkpoint: {e}"));
-        self.shuffler.restore(&serde_json::from_value(s["pairs"].clone()).map_err(bad)?).map_err(TrainError::other)?;
-        if let (Some(b), Some(st)) = (self.ptx.as_mut(), s.get("ptx").filter(|v| !v.is_null())) {
-            b.restore(&serde_json::from_value(st.clone()).map_err(bad)?).map_err(TrainError::other)?;
-        }
-        Ok(())
-    }
-    fn epoch(&self) -> Option<f64> {
-        Some(self.shuffler.epoch_f64())
     }
 }
 
@@ -297,21 +258,12 @@ pub fn run(cfg: &DpoConfig, resume: bool, resolved: &str) -> Result<DpoSummary> 
         return Err(TrainError::Config("data.files is empty".into()));
     }
     let mut read_summary = vec![];
-    let mut read = |files: &[PathBuf]| -> Result<Vec<Example>> {
-        let mut all = vec![];
-        for f in files {
-            let (ex, rep) = read_examples(f, &cfg.data.read).map_err(TrainError::other)?;
-            read_summary.push(format!("{}: {}", f.display(), rep.summary()));
-            all.extend(ex);
-        }
-        Ok(all)
-    };
-    let mut train_ex = read(&cfg.data.files)?;
+    let mut train_ex = read_all(&cfg.data.files, &cfg.data.read, &mut read_summary)?;
     let eval_ex = if cfg.data.eval_files.is_empty() {
         let n_eval = ((train_ex.len() as f64) * cfg.data.eval_fraction).round() as usize;
         train_ex.split_off(train_ex.len() - n_eval.min(train_ex.len().saturating_sub(1)))
     } else {
-        read(&cfg.data.eval_files)?
+        read_all(&cfg.data.eval_files, &cfg.data.read, &mut read_summary)?
     };
     let (pairs, train_rep) = tokenize_pairs(&tok, &tmpl, &train_ex, &data_cfg)?;
     let (eval_pairs, eval_rep) = tokenize_pairs(&tok, &tmpl, &eval_ex, &data_cfg)?;
@@ -348,16 +300,9 @@ pub fn run(cfg: &DpoConfig, resume: bool, resolved: &str) -> Result<DpoSummary> 
         model.add_lora(l, cfg.train.seed).map_err(TrainError::other)?;
         model.set_training(true);
     }
-    let ptx = match &cfg.ptx {
-        Some(p) if !p.files.is_empty() => {
-            let seq_len = if p.seq_len == 0 { max_len } else { p.seq_len };
-            let ds = align_data::load_pretrain_data(&tok, &p.files, "text", seq_len, 0.0).map_err(TrainError::other)?;
-            Some(Batcher::new(ds.train, p.batch_size, cfg.train.seed).map_err(TrainError::other)?)
-        }
-        _ => None,
-    };
+    let ptx = ptx_batcher(&tok, cfg.ptx.as_ref(), max_len, cfg.train.seed)?;
     let shuffler = Shuffler::new(pairs.len(), bs.min(pairs.len()).max(1), cfg.train.seed, "dpo").map_err(TrainError::other)?;
-    let mut data = PrefStream { shuffler, ptx };
+    let mut data = MixedStream { shuffler, ptx };
     let orpo = OrpoConfig { beta: cfg.orpo_beta };
     let ptx_coef = cfg.ptx.as_ref().map_or(0.0, |p| p.coef);
     let eval_step = |lm| DpoStep { lm, device: dev.clone(), pairs: &eval_pairs, ref_logps: &ref_eval, objective: cfg.objective, loss: cfg.loss.clone(), orpo: orpo.clone(), ptx_coef };

@@ -14,7 +14,7 @@ use crate::pretrain::write_model_files;
 use crate::trainer::{DataStream, Step, TrainConfig, Trainer};
 use align_core::metrics::Record;
 use align_data::chat_template::{tokenize_conversation, ChatTemplate};
-use align_data::formats::{read_examples, Example, ReadOptions, Text};
+use align_data::formats::{Example, ReadOptions, Text};
 use align_data::{Message, Shuffler, Tokenizer};
 use align_models::reward::RewardModel;
 use candle_core::{DType, Device, Tensor};
@@ -357,15 +357,7 @@ pub struct RmSummary {
 }
 
 /// Reads examples from `files`, one summary line per file.
-pub fn read_all(files: &[PathBuf], opts: &ReadOptions, summaries: &mut Vec<String>) -> Result<Vec<Example>> {
-    let mut out = vec![];
-    for f in files {
-        let (ex, rep) = read_examples(f, opts).map_err(TrainError::other)?;
-        summaries.push(format!("{}: {}", f.display(), rep.summary()));
-        out.extend(ex);
-    }
-    Ok(out)
-}
+pub use crate::sft::read_all;
 
 /// Writes a reward model directory: weights, config (sequence classification), tokenizer files.
 pub fn save_reward_model(rm: &RewardModel, tok: &Tokenizer, dir: &Path) -> Result<()> {

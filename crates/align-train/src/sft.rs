@@ -299,61 +299,31 @@ pub fn masked_nll_sum(lm: &dyn CausalLm, b: &SeqBatch, dev: &Device) -> Result<(
     Ok((nll, b.num_loss_tokens()))
 }
 
-/// What one SFT micro-batch holds: SFT rows and, with mixing, pretraining blocks.
-pub struct SftBatch {
-    pub sft: SeqBatch,
+/// A micro-batch of item indices (SFT rows, preference pairs) and, with pretraining-data mixing,
+/// pretraining blocks.
+pub struct MixedBatch {
+    pub idx: Vec<usize>,
     pub ptx: Option<Batch>,
 }
 
-pub struct SftStep<'a> {
-    pub lm: &'a dyn CausalLm,
-    pub device: Device,
-    pub ptx_coef: f64,
-}
-
-impl Step<SftBatch> for SftStep<'_> {
-    fn loss(&mut self, batch: &SftBatch) -> Result<(Tensor, Record)> {
-        let (nll, n) = masked_nll_sum(self.lm, &batch.sft, &self.device)?;
-        let sft_loss = (nll / n.max(1) as f64)?;
-        let mut m = Record::new();
-        m.insert("num_tokens".into(), json!(batch.sft.b * batch.sft.t));
-        m.insert("sft_loss".into(), json!(sft_loss.to_scalar::<f32>()?));
-        let loss = match &batch.ptx {
-            Some(p) => {
-                let ptx_loss = LmStep { lm: self.lm, device: self.device.clone() }.batch_loss(p)?;
-                m.insert("ptx_loss".into(), json!(ptx_loss.to_scalar::<f32>()?));
-                (sft_loss + (ptx_loss * self.ptx_coef)?)?
-            }
-            None => sft_loss,
-        };
-        Ok((loss, m))
-    }
-}
-
-/// Shuffled rows (sequences or packed bins) plus an optional pretraining batcher.
-pub struct SftStream {
-    pub seqs: Vec<Seq>,
-    pub rows: Vec<Vec<usize>>,
+/// The data stream of every method that trains on a list of items with optional pretraining-data
+/// mixing (SFT, DPO): seeded shuffled indices plus a pretraining batcher, resumable.
+pub struct MixedStream {
     pub shuffler: Shuffler,
-    pub pad: u32,
     pub ptx: Option<Batcher>,
 }
 
-impl DataStream for SftStream {
-    type Batch = SftBatch;
-    fn next_batch(&mut self) -> Result<SftBatch> {
-        let idx = self.shuffler.next_indices();
-        let rows: Vec<Vec<usize>> = idx.iter().map(|&i| self.rows[i].clone()).collect();
-        let sft = SeqBatch::from_rows(&self.seqs, &rows, self.pad);
-        let ptx = self.ptx.as_mut().map(|b| b.next_batch());
-        Ok(SftBatch { sft, ptx })
+impl DataStream for MixedStream {
+    type Batch = MixedBatch;
+    fn next_batch(&mut self) -> Result<MixedBatch> {
+        Ok(MixedBatch { idx: self.shuffler.next_indices(), ptx: self.ptx.as_mut().map(|b| b.next_batch()) })
     }
     fn state(&self) -> serde_json::Value {
-        json!({"sft": self.shuffler.state(), "ptx": self.ptx.as_ref().map(|b| b.state())})
+        json!({"items": self.shuffler.state(), "ptx": self.ptx.as_ref().map(|b| b.state())})
     }
     fn restore(&mut self, s: &serde_json::Value) -> Result<()> {
         let bad = |e: serde_json::Error| TrainError::Config(format!("bad data state in checkpoint: {e}"));
-        self.shuffler.restore(&serde_json::from_value(s["sft"].clone()).map_err(bad)?).map_err(TrainError::other)?;
+        self.shuffler.restore(&serde_json::from_value(s["items"].clone()).map_err(bad)?).map_err(TrainError::other)?;
         if let (Some(b), Some(st)) = (self.ptx.as_mut(), s.get("ptx").filter(|v| !v.is_null())) {
             b.restore(&serde_json::from_value(st.clone()).map_err(bad)?).map_err(TrainError::other)?;
         }
@@ -361,6 +331,54 @@ impl DataStream for SftStream {
     }
     fn epoch(&self) -> Option<f64> {
         Some(self.shuffler.epoch_f64())
+    }
+}
+
+/// `loss + coef · ptx_loss` when the batch carries pretraining blocks (logged as `ptx_loss`).
+pub fn add_ptx(lm: &dyn CausalLm, dev: &Device, loss: Tensor, ptx: Option<&Batch>, coef: f64, m: &mut Record) -> Result<Tensor> {
+    match ptx {
+        Some(p) => {
+            let ptx_loss = LmStep { lm, device: dev.clone() }.batch_loss(p)?;
+            m.insert("ptx_loss".into(), json!(ptx_loss.to_scalar::<f32>()?));
+            Ok((loss + (ptx_loss * coef)?)?)
+        }
+        None => Ok(loss),
+    }
+}
+
+pub struct SftStep<'a> {
+    pub lm: &'a dyn CausalLm,
+    pub device: Device,
+    pub seqs: &'a [Seq],
+    /// Each row: the sequences it holds (one, or several when packed).
+    pub rows: &'a [Vec<usize>],
+    pub pad: u32,
+    pub ptx_coef: f64,
+}
+
+impl Step<MixedBatch> for SftStep<'_> {
+    fn loss(&mut self, batch: &MixedBatch) -> Result<(Tensor, Record)> {
+        let rows: Vec<Vec<usize>> = batch.idx.iter().map(|&i| self.rows[i].clone()).collect();
+        let sb = SeqBatch::from_rows(self.seqs, &rows, self.pad);
+        let (nll, n) = masked_nll_sum(self.lm, &sb, &self.device)?;
+        let sft_loss = (nll / n.max(1) as f64)?;
+        let mut m = Record::new();
+        m.insert("num_tokens".into(), json!(sb.b * sb.t));
+        m.insert("sft_loss".into(), json!(sft_loss.to_scalar::<f32>()?));
+        let loss = add_ptx(self.lm, &self.device, sft_loss, batch.ptx.as_ref(), self.ptx_coef, &mut m)?;
+        Ok((loss, m))
+    }
+}
+
+/// The pretraining-data batcher of a `[ptx]` section (none when absent or without files).
+pub fn ptx_batcher(tok: &Tokenizer, ptx: Option<&PtxConfig>, max_len: usize, seed: u64) -> Result<Option<Batcher>> {
+    match ptx {
+        Some(p) if !p.files.is_empty() => {
+            let seq_len = if p.seq_len == 0 { max_len } else { p.seq_len };
+            let ds = align_data::load_pretrain_data(tok, &p.files, "text", seq_len, 0.0).map_err(TrainError::other)?;
+            Ok(Some(Batcher::new(ds.train, p.batch_size, seed).map_err(TrainError::other)?))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -401,7 +419,8 @@ pub struct SftSummary {
     pub seconds: f64,
 }
 
-fn read_all(files: &[PathBuf], opts: &ReadOptions, summaries: &mut Vec<String>) -> Result<Vec<Example>> {
+/// Reads every file, noting each file's read report in `summaries`.
+pub fn read_all(files: &[PathBuf], opts: &ReadOptions, summaries: &mut Vec<String>) -> Result<Vec<Example>> {
     let mut out = vec![];
     for f in files {
         let (ex, rep) = read_examples(f, opts).map_err(TrainError::other)?;
@@ -450,16 +469,9 @@ pub fn run(cfg: &SftConfig, resume: bool, resolved: &str) -> Result<SftSummary> 
     let pad = tok.pad_id().or(tok.eos_id()).unwrap_or(0);
     let rows = make_rows(&seqs, &data_cfg);
     let shuffler = Shuffler::new(rows.len(), cfg.data.batch_size.min(rows.len()).max(1), cfg.train.seed, "sft").map_err(TrainError::other)?;
-    let ptx = match &cfg.ptx {
-        Some(p) if !p.files.is_empty() => {
-            let seq_len = if p.seq_len == 0 { max_len } else { p.seq_len };
-            let ds = align_data::load_pretrain_data(&tok, &p.files, "text", seq_len, 0.0).map_err(TrainError::other)?;
-            Some(Batcher::new(ds.train, p.batch_size, cfg.train.seed ^ 0x5054_58).map_err(TrainError::other)?)
-        }
-        _ => None,
-    };
-    let mut data = SftStream { seqs, rows, shuffler, pad, ptx };
-    let mut step = SftStep { lm: model.lm.as_ref(), device: dev.clone(), ptx_coef: cfg.ptx.as_ref().map_or(0.0, |p| p.coef) };
+    let ptx = ptx_batcher(&tok, cfg.ptx.as_ref(), max_len, cfg.train.seed)?;
+    let mut data = MixedStream { shuffler, ptx };
+    let mut step = SftStep { lm: model.lm.as_ref(), device: dev.clone(), seqs: &seqs, rows: &rows, pad, ptx_coef: cfg.ptx.as_ref().map_or(0.0, |p| p.coef) };
     let has_eval = !eval_seqs.is_empty();
     let eval_before = if has_eval { eval_loss(model.lm.as_ref(), &eval_seqs, cfg.data.batch_size, pad, &dev)? } else { f64::NAN };
 
