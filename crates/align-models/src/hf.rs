@@ -158,24 +158,7 @@ impl Model {
     /// Writes `config.json` and `model.safetensors` into `dir` (each file atomically), with weights
     /// in `dtype` (F32, BF16 or F16). Tied weights are stored once, as transformers does.
     pub fn save_pretrained(&self, dir: impl AsRef<Path>, dtype: DType) -> Result<()> {
-        let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let mut cfg = self.config_json();
-        let name = match dtype {
-            DType::BF16 => "bfloat16",
-            DType::F16 => "float16",
-            _ => "float32",
-        };
-        cfg["torch_dtype"] = serde_json::json!(name);
-        cfg["dtype"] = serde_json::json!(name);
-        let text = serde_json::to_string_pretty(&cfg).map_err(|e| ModelError::Input(e.to_string()))?;
-        align_core::atomic::write_atomic(dir.join("config.json"), text.as_bytes())?;
-        let tensors: Vec<(String, Tensor)> = self
-            .vars()
-            .into_iter()
-            .map(|(k, v)| Ok((k, v.as_tensor().to_dtype(dtype)?.to_device(&Device::Cpu)?)))
-            .collect::<Result<_>>()?;
-        save_safetensors(dir.join("model.safetensors"), &tensors)
+        save_hf_dir(dir.as_ref(), self.config_json(), &self.vars(), dtype)
     }
 
     /// Replaces parameter values from a safetensors file written by [`save_safetensors`] (a
@@ -194,6 +177,26 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// Writes an HF model directory: `config.json` (with `torch_dtype`/`dtype` set) and
+/// `model.safetensors` holding `vars` converted to `dtype`, each file atomically.
+pub fn save_hf_dir(dir: &Path, mut cfg: serde_json::Value, vars: &[(String, Var)], dtype: DType) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let name = match dtype {
+        DType::BF16 => "bfloat16",
+        DType::F16 => "float16",
+        _ => "float32",
+    };
+    cfg["torch_dtype"] = serde_json::json!(name);
+    cfg["dtype"] = serde_json::json!(name);
+    let text = serde_json::to_string_pretty(&cfg).map_err(|e| ModelError::Input(e.to_string()))?;
+    align_core::atomic::write_atomic(dir.join("config.json"), text.as_bytes())?;
+    let tensors: Vec<(String, Tensor)> = vars
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), v.as_tensor().to_dtype(dtype)?.to_device(&Device::Cpu)?)))
+        .collect::<Result<_>>()?;
+    save_safetensors(dir.join("model.safetensors"), &tensors)
 }
 
 /// Serializes named tensors to a safetensors file atomically, with `{"format": "pt"}` metadata

@@ -10,7 +10,7 @@
 use crate::causal_lm::{default_positions, ForwardArgs};
 use crate::config::{LlamaFlavor, ModelConfig};
 use crate::error::{ModelError, Result};
-use crate::hf::{save_safetensors, Model};
+use crate::hf::Model;
 use candle_core::{DType, Device, Tensor, Var};
 use rand_distr::Distribution;
 use std::path::Path;
@@ -126,23 +126,6 @@ impl RewardModel {
     /// `score.weight`) so that `AutoModelForSequenceClassification.from_pretrained(dir)` loads it
     /// with no missing or unexpected keys. `pad_token_id` is how transformers finds the scored token.
     pub fn save_pretrained(&self, dir: impl AsRef<Path>, dtype: DType, pad_token_id: u32) -> Result<()> {
-        let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| ModelError::Io { path: dir.into(), source: e })?;
-        let mut cfg = self.config_json(pad_token_id);
-        let name = match dtype {
-            DType::BF16 => "bfloat16",
-            DType::F16 => "float16",
-            _ => "float32",
-        };
-        cfg["torch_dtype"] = serde_json::json!(name);
-        cfg["dtype"] = serde_json::json!(name);
-        let text = serde_json::to_string_pretty(&cfg).map_err(|e| ModelError::Input(e.to_string()))?;
-        align_core::atomic::write_atomic(dir.join("config.json"), text.as_bytes())?;
-        let tensors: Vec<(String, Tensor)> = self
-            .vars()
-            .into_iter()
-            .map(|(k, v)| Ok((k, v.as_tensor().to_dtype(dtype)?.to_device(&Device::Cpu)?)))
-            .collect::<Result<_>>()?;
-        save_safetensors(dir.join("model.safetensors"), &tensors)
+        crate::hf::save_hf_dir(dir.as_ref(), self.config_json(pad_token_id), &self.vars(), dtype)
     }
 }

@@ -10,7 +10,7 @@
 use crate::error::{Result, TrainError};
 use crate::lm_loss::token_logprobs;
 use crate::pref_loss::{dpo_loss, orpo_loss, DpoLossConfig, OrpoConfig, PairLogps};
-use crate::sft::{add_ptx, ptx_batcher, read_all, tokenize_example, write_chat_model_files, MixedBatch, MixedStream, PtxConfig, Seq, SeqBatch, SftData};
+use crate::sft::{add_ptx, ptx_batcher, read_train_eval, tokenize_example, write_chat_model_files, MixedBatch, MixedStream, PtxConfig, Seq, SeqBatch, SftData};
 use crate::trainer::{Step, TrainConfig, Trainer};
 use align_core::metrics::Record;
 use align_data::chat_template::ChatTemplate;
@@ -254,22 +254,9 @@ pub fn run(cfg: &DpoConfig, resume: bool, resolved: &str) -> Result<DpoSummary> 
     let mut model = Model::from_pretrained(&cfg.model, DType::F32, &dev).map_err(TrainError::other)?;
     let max_len = cfg.data.max_seq_len.min(model.config.max_positions());
     let data_cfg = PrefData { max_seq_len: max_len, ..cfg.data.clone() };
-    if cfg.data.files.is_empty() {
-        return Err(TrainError::Config("data.files is empty".into()));
-    }
-    let mut read_summary = vec![];
-    let mut train_ex = read_all(&cfg.data.files, &cfg.data.read, &mut read_summary)?;
-    let eval_ex = if cfg.data.eval_files.is_empty() {
-        let n_eval = ((train_ex.len() as f64) * cfg.data.eval_fraction).round() as usize;
-        train_ex.split_off(train_ex.len() - n_eval.min(train_ex.len().saturating_sub(1)))
-    } else {
-        read_all(&cfg.data.eval_files, &cfg.data.read, &mut read_summary)?
-    };
+    let (train_ex, eval_ex, read_summary) = read_train_eval(&cfg.data.files, &cfg.data.eval_files, cfg.data.eval_fraction, &cfg.data.read)?;
     let (pairs, train_rep) = tokenize_pairs(&tok, &tmpl, &train_ex, &data_cfg)?;
     let (eval_pairs, eval_rep) = tokenize_pairs(&tok, &tmpl, &eval_ex, &data_cfg)?;
-    for s in &read_summary {
-        tracing::info!("{s}");
-    }
     tracing::info!("preference pairs: {} train ({} truncated, skipped {:?}), {} held-out", train_rep.kept, train_rep.truncated, train_rep.skipped, eval_rep.kept);
     if pairs.is_empty() {
         return Err(TrainError::Config("no usable preference pairs".into()));

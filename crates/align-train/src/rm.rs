@@ -357,7 +357,7 @@ pub struct RmSummary {
 }
 
 /// Reads examples from `files`, one summary line per file.
-pub use crate::sft::read_all;
+use crate::sft::read_train_eval;
 
 /// Writes a reward model directory: weights, config (sequence classification), tokenizer files.
 pub fn save_reward_model(rm: &RewardModel, tok: &Tokenizer, dir: &Path) -> Result<()> {
@@ -370,28 +370,15 @@ pub fn save_reward_model(rm: &RewardModel, tok: &Tokenizer, dir: &Path) -> Resul
 pub fn run(cfg: &RmConfig, resume: bool, resolved: &str) -> Result<RmSummary> {
     let start = std::time::Instant::now();
     let dev = Device::Cpu;
-    if cfg.data.files.is_empty() {
-        return Err(TrainError::Config("data.files is empty".into()));
-    }
     let tok = Tokenizer::from_dir(&cfg.model).map_err(TrainError::other)?;
     let tmpl = ChatTemplate::from_tokenizer(&tok).map_err(TrainError::other)?;
     let (rm, from_ckpt) = RewardModel::load_or_init(&cfg.model, cfg.train.seed, DType::F32, &dev).map_err(TrainError::other)?;
     tracing::info!("reward model from {} ({})", cfg.model.display(), if from_ckpt { "its score head" } else { "a fresh score head" });
     let data_cfg = RmData { max_seq_len: cfg.data.max_seq_len.min(rm.model.config.max_positions()), ..cfg.data.clone() };
 
-    let mut read_summary = vec![];
-    let mut train_ex = read_all(&cfg.data.files, &cfg.data.read, &mut read_summary)?;
-    let eval_ex = if cfg.data.eval_files.is_empty() {
-        let n_eval = ((train_ex.len() as f64) * cfg.data.eval_fraction).round() as usize;
-        train_ex.split_off(train_ex.len() - n_eval.min(train_ex.len().saturating_sub(1)))
-    } else {
-        read_all(&cfg.data.eval_files, &cfg.data.read, &mut read_summary)?
-    };
+    let (train_ex, eval_ex, read_summary) = read_train_eval(&cfg.data.files, &cfg.data.eval_files, cfg.data.eval_fraction, &cfg.data.read)?;
     let (pairs, train_rep) = tokenize_pairs(&tok, &tmpl, &train_ex, &data_cfg)?;
     let (eval_pairs, eval_rep) = tokenize_pairs(&tok, &tmpl, &eval_ex, &data_cfg)?;
-    for s in &read_summary {
-        tracing::info!("{s}");
-    }
     tracing::info!("reward model on {} pairs ({} truncated, skipped {:?}), held-out {}", train_rep.kept, train_rep.truncated, train_rep.skipped, eval_rep.kept);
     if pairs.is_empty() {
         return Err(TrainError::Config("no training pairs left after tokenization".into()));

@@ -419,6 +419,27 @@ pub struct SftSummary {
     pub seconds: f64,
 }
 
+/// Training and held-out examples: the held-out files, or else the last `eval_fraction` of the
+/// training files' examples (at least one left for training). Logs and returns each file's read
+/// report.
+pub fn read_train_eval(files: &[PathBuf], eval_files: &[PathBuf], eval_fraction: f64, opts: &ReadOptions) -> Result<(Vec<Example>, Vec<Example>, Vec<String>)> {
+    if files.is_empty() {
+        return Err(TrainError::Config("data.files is empty".into()));
+    }
+    let mut summary = vec![];
+    let mut train = read_all(files, opts, &mut summary)?;
+    let eval = if eval_files.is_empty() {
+        let n_eval = ((train.len() as f64) * eval_fraction).round() as usize;
+        train.split_off(train.len() - n_eval.min(train.len().saturating_sub(1)))
+    } else {
+        read_all(eval_files, opts, &mut summary)?
+    };
+    for s in &summary {
+        tracing::info!("{s}");
+    }
+    Ok((train, eval, summary))
+}
+
 /// Reads every file, noting each file's read report in `summaries`.
 pub fn read_all(files: &[PathBuf], opts: &ReadOptions, summaries: &mut Vec<String>) -> Result<Vec<Example>> {
     let mut out = vec![];
@@ -443,22 +464,9 @@ pub fn run(cfg: &SftConfig, resume: bool, resolved: &str) -> Result<SftSummary> 
     }
     let max_len = cfg.data.max_seq_len.min(model.config.max_positions());
     let data_cfg = SftData { max_seq_len: max_len, ..cfg.data.clone() };
-    if cfg.data.files.is_empty() {
-        return Err(TrainError::Config("data.files is empty".into()));
-    }
-    let mut read_summary = vec![];
-    let mut train_ex = read_all(&cfg.data.files, &cfg.data.read, &mut read_summary)?;
-    let eval_ex = if cfg.data.eval_files.is_empty() {
-        let n_eval = ((train_ex.len() as f64) * cfg.data.eval_fraction).round() as usize;
-        train_ex.split_off(train_ex.len() - n_eval.min(train_ex.len().saturating_sub(1)))
-    } else {
-        read_all(&cfg.data.eval_files, &cfg.data.read, &mut read_summary)?
-    };
+    let (train_ex, eval_ex, read_summary) = read_train_eval(&cfg.data.files, &cfg.data.eval_files, cfg.data.eval_fraction, &cfg.data.read)?;
     let (seqs, train_rep) = tokenize_all(&tok, &tmpl, &train_ex, &data_cfg)?;
     let (eval_seqs, eval_rep) = tokenize_all(&tok, &tmpl, &eval_ex, &data_cfg)?;
-    for s in &read_summary {
-        tracing::info!("{s}");
-    }
     tracing::info!(
         "SFT on {} sequences ({} truncated, skipped {:?}), held-out {}",
         train_rep.kept,

@@ -135,6 +135,11 @@ fn mark_done(dir: &Path, summary: &impl Serialize) -> Result<()> {
     Ok(())
 }
 
+/// Mixing of the gym's pretraining corpus (off when `batch_size` is 0).
+fn ptx(gym: &Path, batch_size: usize, coef: f64) -> Option<PtxConfig> {
+    (batch_size > 0).then(|| PtxConfig { files: vec![gym.join("pretrain.txt")], batch_size, seq_len: 0, coef })
+}
+
 fn stage(name: &str, i: usize, n: usize) {
     eprintln!("\n== [{i}/{n}] {name} ==");
 }
@@ -226,12 +231,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             out_dir: sft.clone(),
             model: pre.join("model"),
             data: SftData { files: vec![gym.join("sft.jsonl")], ..cfg.sft_data.clone() },
-            ptx: (cfg.sft_ptx_batch_size > 0).then(|| PtxConfig {
-                files: vec![gym.join("pretrain.txt")],
-                batch_size: cfg.sft_ptx_batch_size,
-                seq_len: 0,
-                coef: cfg.sft_ptx_coef,
-            }),
+            ptx: ptx(&gym, cfg.sft_ptx_batch_size, cfg.sft_ptx_coef),
             lora: None,
             train: TrainConfig { seed, ..cfg.sft.clone() },
         };
@@ -252,12 +252,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             objective: Objective::Dpo,
             loss: cfg.dpo_loss.clone(),
             orpo_beta: 0.1,
-            ptx: (cfg.dpo_ptx_batch_size > 0).then(|| PtxConfig {
-                files: vec![gym.join("pretrain.txt")],
-                batch_size: cfg.dpo_ptx_batch_size,
-                seq_len: 0,
-                coef: 1.0,
-            }),
+            ptx: ptx(&gym, cfg.dpo_ptx_batch_size, 1.0),
             lora: None,
             train: TrainConfig { seed, ..cfg.dpo.clone() },
         };
