@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-$(nproc)}"
+# The OpenAI Python client for crates/align-serve/tests/python_client.rs (pinned, in a venv).
+if [ "${ALIGN_SKIP_PYTHON:-0}" != "1" ]; then bash scripts/serve/setup.sh; fi
+# Headless Chromium + playwright-core for the browser tests; ALIGN_SKIP_BROWSER=1 skips both.
+if [ "${ALIGN_SKIP_BROWSER:-0}" != "1" ]; then bash scripts/browser/setup.sh; fi
 # Dependencies are built with opt-level 3 even in the test profile (Cargo.toml), so the tests
 # that train small models run at full speed.
 cargo test --workspace --no-fail-fast 2>&1

@@ -3,10 +3,15 @@
 //! - [`respond`]: a model's answers to a prompt set (raw continuation, or through its chat template).
 //! - [`gym`]: gold helpful / honest / harmless per family, refusal, over-refusal, abstention and
 //!   correction rates, from the gym's judge.
+//! - [`evaluate`]: one model's gold evaluation (answers, scores, per-family report).
+//! - [`onpolicy`]: on-policy preference pairs: the policy's own samples, labelled by the gold
+//!   judge or the simulated panel.
 //! - [`winrate`]: pairwise win rate between two models under a judge, ties counted half, with a
 //!   bootstrap confidence interval.
 
+pub mod evaluate;
 pub mod gym;
+pub mod onpolicy;
 pub mod respond;
 pub mod winrate;
 

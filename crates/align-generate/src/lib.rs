@@ -9,6 +9,7 @@
 //! so this crate does not depend on a tokenizer. Rules and guarantees: docs/generation.md.
 
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod sampling;

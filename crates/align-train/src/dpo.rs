@@ -1,4 +1,5 @@
-//! Direct preference optimization: `align dpo`, the DPO family on paired preferences.
+//! Direct preference optimization: `align dpo`, the DPO family on paired preferences (and the
+//! shared setup of [`crate::kto`], its unpaired sibling).
 //!
 //! pairs (prompt, chosen, rejected) → two sequences each with the completion as the only trained
 //! tokens ([`crate::sft::tokenize_example`]) → summed completion log-probs of the policy → a loss
@@ -31,6 +32,8 @@ pub enum Objective {
     Dpo,
     /// ORPO (Hong et al. 2024): odds-ratio term + NLL on chosen, no reference model.
     Orpo,
+    /// KTO (Ethayarajh et al. 2024): unpaired desirable / undesirable completions ([`crate::kto`]).
+    Kto,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +55,9 @@ pub struct DpoConfig {
     /// ORPO's λ (TRL `ORPOConfig.beta` 0.1).
     #[serde(default = "default_orpo_beta")]
     pub orpo_beta: f64,
+    /// KTO's β and desirable / undesirable weights (TRL `KTOConfig` defaults: 0.1, 1, 1).
+    #[serde(default)]
+    pub kto: crate::pref_loss::KtoConfig,
     #[serde(default)]
     pub ptx: Option<PtxConfig>,
     #[serde(default)]
@@ -201,6 +207,7 @@ impl DpoStep<'_> {
         let out = match self.objective {
             Objective::Dpo => dpo_loss(&x, &self.loss)?,
             Objective::Orpo => orpo_loss(&x, &self.orpo)?,
+            Objective::Kto => return Err(TrainError::Config("KTO trains on unpaired items (crate::kto), not pairs".into())),
         };
         Ok((out.loss()?, out.metrics()?))
     }
@@ -244,58 +251,64 @@ pub fn eval_metrics(step: &DpoStep, n: usize, batch: usize) -> Result<BTreeMap<S
     Ok(sums.into_iter().map(|(k, v)| (k, v / n.max(1) as f64)).collect())
 }
 
-/// Runs DPO (or ORPO).
-pub fn run(cfg: &DpoConfig, resume: bool, resolved: &str) -> Result<DpoSummary> {
-    let start = std::time::Instant::now();
-    let dev = Device::Cpu;
+/// What every preference trainer (the DPO family, KTO) sets up the same way: the tokenizer and
+/// chat template, the policy, the sequence cap, and the train / held-out examples.
+pub(crate) struct PrefSetup {
+    pub tok: Tokenizer,
+    pub tmpl: ChatTemplate,
+    pub model: Model,
+    pub data: PrefData,
+    pub train_ex: Vec<Example>,
+    pub eval_ex: Vec<Example>,
+    pub read_summary: Vec<String>,
+}
+
+pub(crate) fn setup(cfg: &DpoConfig, dev: &Device) -> Result<PrefSetup> {
     cfg.loss.validate()?;
     let tok = Tokenizer::from_dir(&cfg.model).map_err(TrainError::other)?;
     let tmpl = ChatTemplate::from_tokenizer(&tok).map_err(TrainError::other)?;
-    let mut model = Model::from_pretrained(&cfg.model, DType::F32, &dev).map_err(TrainError::other)?;
-    let max_len = cfg.data.max_seq_len.min(model.config.max_positions());
-    let data_cfg = PrefData { max_seq_len: max_len, ..cfg.data.clone() };
+    let model = Model::from_pretrained(&cfg.model, DType::F32, dev).map_err(TrainError::other)?;
+    let data = PrefData { max_seq_len: cfg.data.max_seq_len.min(model.config.max_positions()), ..cfg.data.clone() };
     let (train_ex, eval_ex, read_summary) = read_train_eval(&cfg.data.files, &cfg.data.eval_files, cfg.data.eval_fraction, &cfg.data.read)?;
-    let (pairs, train_rep) = tokenize_pairs(&tok, &tmpl, &train_ex, &data_cfg)?;
-    let (eval_pairs, eval_rep) = tokenize_pairs(&tok, &tmpl, &eval_ex, &data_cfg)?;
-    tracing::info!("preference pairs: {} train ({} truncated, skipped {:?}), {} held-out", train_rep.kept, train_rep.truncated, train_rep.skipped, eval_rep.kept);
-    if pairs.is_empty() {
-        return Err(TrainError::Config("no usable preference pairs".into()));
-    }
+    Ok(PrefSetup { tok, tmpl, model, data, train_ex, eval_ex, read_summary })
+}
 
-    // Reference log-probs, once (cached on disk so a resumed run reuses them); SimPO and ORPO
-    // need none.
-    let bs = cfg.data.batch_size;
+/// Reference log-probs computed once by `compute` (with `ref_model`, or the policy at step 0) and
+/// cached in `OUT_DIR/ref_logps.json`, so a resumed run reuses them.
+pub(crate) fn cached_reference<T: Serialize + serde::de::DeserializeOwned>(
+    cfg: &DpoConfig,
+    policy: &Model,
+    dev: &Device,
+    compute: impl Fn(&dyn CausalLm) -> Result<T>,
+) -> Result<T> {
     let cache = cfg.out_dir.join("ref_logps.json");
-    let reference_free = cfg.objective == Objective::Orpo || cfg.loss.loss_type == crate::pref_loss::DpoLossType::Simpo;
-    let (ref_train, ref_eval): (Vec<(f32, f32)>, Vec<(f32, f32)>) = match std::fs::read(&cache).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
-        _ if reference_free => (vec![(0.0, 0.0); pairs.len()], vec![(0.0, 0.0); eval_pairs.len()]),
-        Some(v) => v,
-        None => {
-            let reference = match &cfg.ref_model {
-                Some(dir) => Some(Model::from_pretrained(dir, DType::F32, &dev).map_err(TrainError::other)?),
-                None => None,
-            };
-            let lm = reference.as_ref().unwrap_or(&model).lm.as_ref();
-            let v = (reference_logps(lm, &pairs, bs, &dev)?, reference_logps(lm, &eval_pairs, bs, &dev)?);
-            std::fs::create_dir_all(&cfg.out_dir).map_err(TrainError::other)?;
-            align_core::atomic::write_atomic(&cache, serde_json::to_string(&v).map_err(TrainError::other)?.as_bytes())?;
-            v
-        }
-    };
-
-    if let Some(l) = &cfg.lora {
-        model.add_lora(l, cfg.train.seed).map_err(TrainError::other)?;
-        model.set_training(true);
+    if let Some(v) = std::fs::read(&cache).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+        return Ok(v);
     }
-    let ptx = ptx_batcher(&tok, cfg.ptx.as_ref(), max_len, cfg.train.seed)?;
-    let shuffler = Shuffler::new(pairs.len(), bs.min(pairs.len()).max(1), cfg.train.seed, "dpo").map_err(TrainError::other)?;
-    let mut data = MixedStream { shuffler, ptx };
-    let orpo = OrpoConfig { beta: cfg.orpo_beta };
-    let ptx_coef = cfg.ptx.as_ref().map_or(0.0, |p| p.coef);
-    let eval_step = |lm| DpoStep { lm, device: dev.clone(), pairs: &eval_pairs, ref_logps: &ref_eval, objective: cfg.objective, loss: cfg.loss.clone(), orpo: orpo.clone(), ptx_coef };
-    let eval_before = if eval_pairs.is_empty() { BTreeMap::new() } else { eval_metrics(&eval_step(model.lm.as_ref()), eval_pairs.len(), bs)? };
+    let reference = match &cfg.ref_model {
+        Some(dir) => Some(Model::from_pretrained(dir, DType::F32, dev).map_err(TrainError::other)?),
+        None => None,
+    };
+    let v = compute(reference.as_ref().unwrap_or(policy).lm.as_ref())?;
+    std::fs::create_dir_all(&cfg.out_dir).map_err(TrainError::other)?;
+    align_core::atomic::write_atomic(&cache, serde_json::to_string(&v).map_err(TrainError::other)?.as_bytes())?;
+    Ok(v)
+}
 
-    let mut step = DpoStep { lm: model.lm.as_ref(), device: dev.clone(), pairs: &pairs, ref_logps: &ref_train, objective: cfg.objective, loss: cfg.loss.clone(), orpo: orpo.clone(), ptx_coef };
+/// Adds LoRA adapters when configured and returns the mixed item + pretraining stream.
+pub(crate) fn prepare_training(cfg: &DpoConfig, s: &mut PrefSetup, n_items: usize, stream: &str) -> Result<MixedStream> {
+    if let Some(l) = &cfg.lora {
+        s.model.add_lora(l, cfg.train.seed).map_err(TrainError::other)?;
+        s.model.set_training(true);
+    }
+    let ptx = ptx_batcher(&s.tok, cfg.ptx.as_ref(), s.data.max_seq_len, cfg.train.seed)?;
+    let bs = cfg.data.batch_size;
+    let shuffler = Shuffler::new(n_items, bs.min(n_items).max(1), cfg.train.seed, stream).map_err(TrainError::other)?;
+    Ok(MixedStream { shuffler, ptx })
+}
+
+/// A trainer over the model's trainable variables whose checkpoints are loadable model dirs.
+pub(crate) fn make_trainer(cfg: &DpoConfig, model: &Model, resolved: &str) -> Result<Trainer> {
     let mut trainer = Trainer::new(cfg.train.clone(), model.trainable_vars(), &cfg.out_dir)?;
     let (config_json, model_dir_in, resolved_text) = (model.config_json(), cfg.model.clone(), resolved.to_string());
     trainer.set_checkpoint_hook(move |dir| {
@@ -304,25 +317,66 @@ pub fn run(cfg: &DpoConfig, resume: bool, resolved: &str) -> Result<DpoSummary> 
         align_core::atomic::write_atomic(dir.join("align_config.toml"), resolved_text.as_bytes())?;
         Ok(())
     });
-    if resume {
-        trainer.resume(&mut step, &mut data)?;
-    }
-    let n_eval = eval_pairs.len();
-    let mut eval = |s: &mut DpoStep| -> Result<f64> {
-        let e = DpoStep { lm: s.lm, device: s.device.clone(), pairs: &eval_pairs, ref_logps: &ref_eval, objective: s.objective, loss: s.loss.clone(), orpo: s.orpo.clone(), ptx_coef: s.ptx_coef };
-        Ok(eval_metrics(&e, n_eval, bs)?.get("loss").copied().unwrap_or(f64::NAN))
-    };
-    let summary = trainer.fit(&mut step, &mut data, if n_eval > 0 { Some(&mut eval) } else { None })?;
-    drop(step);
-    model.set_training(false);
-    let eval_after = if eval_pairs.is_empty() { BTreeMap::new() } else { eval_metrics(&eval_step(model.lm.as_ref()), n_eval, bs)? };
+    Ok(trainer)
+}
+
+/// Saves the trained policy (adapters too, merged into the weights) to `OUT_DIR/model`.
+pub(crate) fn save_policy(cfg: &DpoConfig, model: &mut Model, tok: &Tokenizer, resolved: &str) -> Result<PathBuf> {
     if cfg.lora.is_some() {
         model.save_lora(cfg.out_dir.join("adapter")).map_err(TrainError::other)?;
         model.merge_lora().map_err(TrainError::other)?;
     }
     let model_dir = cfg.out_dir.join("model");
     model.save_pretrained(&model_dir, DType::F32).map_err(TrainError::other)?;
-    write_chat_model_files(&model_dir, &model.config_json(), &tok)?;
+    write_chat_model_files(&model_dir, &model.config_json(), tok)?;
     align_core::atomic::write_atomic(model_dir.join("align_config.toml"), resolved.as_bytes())?;
-    Ok(DpoSummary { steps: summary.step, train: train_rep, eval: eval_rep, read_summary, eval_before, eval_after, model_dir, seconds: start.elapsed().as_secs_f64() })
+    Ok(model_dir)
+}
+
+/// Runs DPO, ORPO or KTO.
+pub fn run(cfg: &DpoConfig, resume: bool, resolved: &str) -> Result<DpoSummary> {
+    if cfg.objective == Objective::Kto {
+        return crate::kto::run(cfg, resume, resolved);
+    }
+    let start = std::time::Instant::now();
+    let dev = Device::Cpu;
+    let mut s = setup(cfg, &dev)?;
+    let (pairs, train_rep) = tokenize_pairs(&s.tok, &s.tmpl, &s.train_ex, &s.data)?;
+    let (eval_pairs, eval_rep) = tokenize_pairs(&s.tok, &s.tmpl, &s.eval_ex, &s.data)?;
+    tracing::info!("preference pairs: {} train ({} truncated, skipped {:?}), {} held-out", train_rep.kept, train_rep.truncated, train_rep.skipped, eval_rep.kept);
+    if pairs.is_empty() {
+        return Err(TrainError::Config("no usable preference pairs".into()));
+    }
+
+    // Reference log-probs, once; SimPO and ORPO need none.
+    let bs = cfg.data.batch_size;
+    let reference_free = cfg.objective == Objective::Orpo || cfg.loss.loss_type == crate::pref_loss::DpoLossType::Simpo;
+    let (ref_train, ref_eval): (Vec<(f32, f32)>, Vec<(f32, f32)>) = if reference_free {
+        (vec![(0.0, 0.0); pairs.len()], vec![(0.0, 0.0); eval_pairs.len()])
+    } else {
+        cached_reference(cfg, &s.model, &dev, |lm| Ok((reference_logps(lm, &pairs, bs, &dev)?, reference_logps(lm, &eval_pairs, bs, &dev)?)))?
+    };
+
+    let mut data = prepare_training(cfg, &mut s, pairs.len(), "dpo")?;
+    let orpo = OrpoConfig { beta: cfg.orpo_beta };
+    let ptx_coef = cfg.ptx.as_ref().map_or(0.0, |p| p.coef);
+    let eval_step = |lm| DpoStep { lm, device: dev.clone(), pairs: &eval_pairs, ref_logps: &ref_eval, objective: cfg.objective, loss: cfg.loss.clone(), orpo: orpo.clone(), ptx_coef };
+    let n_eval = eval_pairs.len();
+    let eval_before = if n_eval == 0 { BTreeMap::new() } else { eval_metrics(&eval_step(s.model.lm.as_ref()), n_eval, bs)? };
+
+    let mut step = DpoStep { lm: s.model.lm.as_ref(), device: dev.clone(), pairs: &pairs, ref_logps: &ref_train, objective: cfg.objective, loss: cfg.loss.clone(), orpo: orpo.clone(), ptx_coef };
+    let mut trainer = make_trainer(cfg, &s.model, resolved)?;
+    if resume {
+        trainer.resume(&mut step, &mut data)?;
+    }
+    let mut eval = |st: &mut DpoStep| -> Result<f64> {
+        let e = DpoStep { pairs: &eval_pairs, ref_logps: &ref_eval, loss: st.loss.clone(), orpo: st.orpo.clone(), device: st.device.clone(), ..*st };
+        Ok(eval_metrics(&e, n_eval, bs)?.get("loss").copied().unwrap_or(f64::NAN))
+    };
+    let summary = trainer.fit(&mut step, &mut data, if n_eval > 0 { Some(&mut eval) } else { None })?;
+    drop(step);
+    s.model.set_training(false);
+    let eval_after = if n_eval == 0 { BTreeMap::new() } else { eval_metrics(&eval_step(s.model.lm.as_ref()), n_eval, bs)? };
+    let model_dir = save_policy(cfg, &mut s.model, &s.tok, resolved)?;
+    Ok(DpoSummary { steps: summary.step, train: train_rep, eval: eval_rep, read_summary: s.read_summary, eval_before, eval_after, model_dir, seconds: start.elapsed().as_secs_f64() })
 }

@@ -20,6 +20,7 @@
 pub mod checkpoint;
 pub mod dpo;
 pub mod error;
+pub mod kto;
 pub mod lm_loss;
 pub mod optim;
 pub mod pref_loss;

@@ -91,7 +91,8 @@ pub fn whiten(values: &Tensor, mask: &Tensor, shift_mean: bool) -> Result<Tensor
 
 /// Per-token estimators of KL(π‖π_ref) from samples of π (Schulman, "Approximating KL
 /// Divergence"), with `log r = ref_logp - logp`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum KlEstimator {
     /// `k1 = logp - ref_logp = -log r`: unbiased, high variance, can be negative.
     /// TRL PPO's default (`kl_estimator="k1"`).
@@ -338,7 +339,8 @@ impl KlController {
 // ---------------------------------------------------------------------------------------------
 
 /// How GRPO scales the centred rewards (TRL `scale_rewards`, default `"group"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ScaleRewards {
     /// Divide by the group's std + 1e-4 (GRPO, DeepSeekMath).
     #[default]

@@ -370,10 +370,11 @@ impl Step<MixedBatch> for SftStep<'_> {
     }
 }
 
-/// The pretraining-data batcher of a `[ptx]` section (none when absent or without files).
+/// The pretraining-data batcher of a `[ptx]` section (none when absent, without files, or with
+/// `batch_size = 0`).
 pub fn ptx_batcher(tok: &Tokenizer, ptx: Option<&PtxConfig>, max_len: usize, seed: u64) -> Result<Option<Batcher>> {
     match ptx {
-        Some(p) if !p.files.is_empty() => {
+        Some(p) if !p.files.is_empty() && p.batch_size > 0 => {
             let seq_len = if p.seq_len == 0 { max_len } else { p.seq_len };
             let ds = align_data::load_pretrain_data(tok, &p.files, "text", seq_len, 0.0).map_err(TrainError::other)?;
             Ok(Some(Batcher::new(ds.train, p.batch_size, seed).map_err(TrainError::other)?))

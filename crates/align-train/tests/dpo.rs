@@ -71,3 +71,39 @@ fn grad_accumulation_1x8_equals_8x1() {
         assert!(diff < 1e-6, "{k}: {diff}");
     }
 }
+
+#[test]
+/// KTO on unpaired data (TRL's `prompt`/`completion`/`label` format): the policy's implied reward
+/// separates desirable from undesirable completions on held-out prompts.
+fn kto_learns_from_unpaired_labels() {
+    let d = tempfile::tempdir().unwrap();
+    setup(d.path());
+    let lines: Vec<String> = (0..48)
+        .map(|i| {
+            let (completion, label) = if i % 2 == 0 { ("Yes it is blue.", true) } else { ("No it is green.", false) };
+            serde_json::json!({
+                "prompt": [{"role": "user", "content": format!("Question {i}: is the sky blue?")}],
+                "completion": [{"role": "assistant", "content": completion}],
+                "label": label})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(d.path().join("kto.jsonl"), lines.join("\n")).unwrap();
+    let mut cfg = config(d.path(), "kto", "");
+    cfg.objective = align_train::dpo::Objective::Kto;
+    cfg.data.files = vec![d.path().join("kto.jsonl")];
+    cfg.train.max_steps = 20;
+    let s = run(&cfg, false, "").unwrap();
+    assert_eq!(s.train.kept + s.eval.kept, 48);
+    let margin = |m: &std::collections::BTreeMap<String, f64>| m["rewards/chosen"] - m["rewards/rejected"];
+    assert!(margin(&s.eval_before).abs() < 1e-4, "{:?}", s.eval_before);
+    assert!(margin(&s.eval_after) > 0.5, "held-out reward margin {:?}", s.eval_after);
+    assert!(s.eval_after["loss"] < s.eval_before["loss"]);
+    assert!(s.eval_after.contains_key("kl"));
+    // Paired data is unpaired (chosen → desirable, rejected → undesirable): two items per pair.
+    let mut paired = config(d.path(), "kto_pairs", "");
+    paired.objective = align_train::dpo::Objective::Kto;
+    paired.train.max_steps = 2;
+    let s = run(&paired, false, "").unwrap();
+    assert_eq!(s.train.kept + s.eval.kept, 96);
+}

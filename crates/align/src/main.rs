@@ -38,8 +38,25 @@ enum Command {
     Rm(cmd::rm::RmCmd),
     /// Stage 3 offline: direct preference optimization (DPO, IPO, cDPO, hinge, SimPO, ORPO).
     Dpo(cmd::dpo::DpoArgs),
+    /// Stage 3 online: PPO with a value model and a KL penalty to the reference (RLHF).
+    Ppo(cmd::rl::RlArgs),
+    /// Stage 3 online: GRPO, group-normalized advantages, no critic.
+    Grpo(cmd::rl::RlArgs),
+    /// Stage 3 online: RLOO, leave-one-out baseline, no critic.
+    Rloo(cmd::rl::RlArgs),
+    /// On-policy preference pairs: sample the policy, label pairs with the gold judge or the panel.
+    Onpolicy(cmd::onpolicy::OnPolicyArgs),
+    /// Gold evaluation of models on the gym's held-out prompts, with win rates.
+    Eval(cmd::eval::EvalArgs),
     /// Generate text from a model (KV cache, batched, streaming for one prompt).
     Generate(cmd::generate::GenerateArgs),
+    /// Human feedback: the preference-collection web app for several annotators.
+    #[command(subcommand)]
+    Label(cmd::label::LabelCmd),
+    /// Serve models: OpenAI-compatible API and a side-by-side playground.
+    Serve(cmd::serve::ServeArgs),
+    /// Interactive terminal chat with a model, using its chat template.
+    Chat(cmd::chat::ChatArgs),
 }
 
 /// Threads for candle's matmuls and rayon: set once, before any parallel work (CANDLE.md: without
@@ -72,8 +89,16 @@ fn main() -> ExitCode {
         Command::Generate(a) => cmd::generate::run(a),
         Command::Sft(a) => cmd::sft::run(a),
         Command::Dpo(a) => cmd::dpo::run(a),
+        Command::Onpolicy(a) => cmd::onpolicy::run(a),
+        Command::Ppo(a) => cmd::rl::run(a, align_rl::Algorithm::Ppo),
+        Command::Grpo(a) => cmd::rl::run(a, align_rl::Algorithm::Grpo),
+        Command::Rloo(a) => cmd::rl::run(a, align_rl::Algorithm::Rloo),
+        Command::Eval(a) => cmd::eval::run(a),
         Command::Rm(c) => cmd::rm::run(c),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Label(c) => cmd::label::run(c),
+        Command::Serve(a) => cmd::serve::run(a),
+        Command::Chat(a) => cmd::chat::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,13 +6,13 @@
 //! with `--config FILE` or `--set key=value`. The preference stages (reward model, PPO, DPO)
 //! join as their issues land.
 
-use align_data::{tokenizer::train_bpe, Tokenizer, DEFAULT_SPECIAL_TOKENS};
-use align_eval::gym::{balanced_subset, score_all, summarize, GymReport};
-use align_eval::respond::{respond, PromptStyle};
+use align_data::{tokenizer::train_bpe, DEFAULT_SPECIAL_TOKENS};
+use align_eval::evaluate::{evaluate_model, StageEval};
+use align_eval::gym::balanced_subset;
+use align_eval::respond::PromptStyle;
 use align_eval::winrate::win_rate;
 use align_generate::SamplingConfig;
-use align_gym::{load_prompts, GymConfig, Size, World, SEED_PROMPTS};
-use align_models::Model;
+use align_gym::{load_prompts, GymConfig, Size, World};
 use align_train::pretrain::{DataConfig, ModelSpec, PretrainConfig};
 use align_train::dpo::{DpoConfig, Objective, PrefData};
 use align_train::pref_loss::DpoLossConfig;
@@ -144,35 +144,6 @@ fn stage(name: &str, i: usize, n: usize) {
     eprintln!("\n== [{i}/{n}] {name} ==");
 }
 
-/// One model's answers to the eval prompts, with gold scores.
-#[derive(Serialize, Deserialize)]
-struct StageEval {
-    name: String,
-    report: GymReport,
-    overall: Vec<f64>,
-    responses: Vec<String>,
-    seed_answers: Vec<(String, String)>,
-}
-
-fn evaluate(name: &str, model_dir: &Path, style: PromptStyle, records: &[align_gym::PromptRecord], cfg: &DemoConfig, seed: u64) -> Result<StageEval> {
-    let model = Model::from_pretrained(model_dir, candle_core::DType::F32, &candle_core::Device::Cpu)?;
-    let tok = Tokenizer::from_dir(model_dir)?;
-    let sampling = SamplingConfig { max_new_tokens: cfg.eval_max_new_tokens, temperature: 0.0, seed, ..SamplingConfig::default() };
-    let prompts: Vec<String> = records.iter().map(|r| r.prompt.clone()).collect();
-    let responses = respond(&model, &tok, &prompts, style, &sampling, cfg.eval_batch_size)?;
-    let scores = score_all(records, &responses);
-    let report = summarize(records, &responses, &scores);
-    let seeds: Vec<String> = SEED_PROMPTS.iter().map(|s| s.to_string()).collect();
-    let seed_resp = respond(&model, &tok, &seeds, style, &sampling, cfg.eval_batch_size)?;
-    Ok(StageEval {
-        name: name.into(),
-        report,
-        overall: scores.iter().map(|s| s.overall).collect(),
-        responses,
-        seed_answers: seeds.into_iter().zip(seed_resp).collect(),
-    })
-}
-
 pub fn run(args: DemoArgs) -> Result<()> {
     let t0 = Instant::now();
     let (cfg, resolved): (DemoConfig, toml::Value) = crate::config::load(args.config.as_deref(), &args.sets)?;
@@ -252,6 +223,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             objective: Objective::Dpo,
             loss: cfg.dpo_loss.clone(),
             orpo_beta: 0.1,
+            kto: Default::default(),
             ptx: ptx(&gym, cfg.dpo_ptx_batch_size, 1.0),
             lora: None,
             train: TrainConfig { seed, ..cfg.dpo.clone() },
@@ -282,7 +254,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         let e = match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<StageEval>(&b).ok()) {
             Some(e) => e,
             None => {
-                let e = evaluate(name, dir, *style, &records, &cfg, seed)?;
+                let sampling = SamplingConfig { max_new_tokens: cfg.eval_max_new_tokens, temperature: 0.0, seed, ..SamplingConfig::default() };
+                let e = evaluate_model(name, dir, *style, &records, &sampling, cfg.eval_batch_size)?;
                 align_core::atomic::write_atomic(&path, serde_json::to_string(&e)?.as_bytes())?;
                 e
             }

@@ -1,4 +1,5 @@
-//! `align dpo`: direct preference optimization (DPO family, SimPO, ORPO) on preference pairs.
+//! `align dpo`: direct preference optimization (DPO family, SimPO, ORPO) on preference pairs, and
+//! KTO on unpaired labels.
 
 use anyhow::Result;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ pub struct DpoArgs {
     /// A TOML config (see configs/dpo-gym.toml).
     #[arg(long)]
     pub config: PathBuf,
-    /// Loss: sigmoid (DPO), ipo, robust, hinge, simpo, or orpo.
+    /// Loss: sigmoid (DPO), ipo, robust, hinge, simpo, orpo, or kto (unpaired labels; pairs are unpaired).
     #[arg(long)]
     pub loss: Option<String>,
     /// Override a config key, e.g. `--set loss.beta=0.05` (repeatable).
@@ -26,9 +27,9 @@ pub fn run(args: DpoArgs) -> Result<()> {
     let mut sets = args.sets.clone();
     match args.loss.as_deref() {
         None => {}
-        Some("orpo") => sets.push("objective=orpo".into()),
+        Some(o @ ("orpo" | "kto")) => sets.push(format!("objective={o}")),
         Some(l @ ("sigmoid" | "ipo" | "robust" | "hinge" | "simpo")) => sets.push(format!("loss.loss_type={l}")),
-        Some(other) => anyhow::bail!("--loss {other}: expected sigmoid, ipo, robust, hinge, simpo or orpo (KTO needs unpaired data and is not wired yet)"),
+        Some(other) => anyhow::bail!("--loss {other}: expected sigmoid, ipo, robust, hinge, simpo, orpo or kto"),
     }
     if args.skip_invalid {
         sets.push("data.read.skip_invalid=true".into());
@@ -39,6 +40,9 @@ pub fn run(args: DpoArgs) -> Result<()> {
         println!("{line}");
     }
     let get = |m: &std::collections::BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+    if s.eval_after.contains_key("kl") {
+        println!("KTO: held-out reward margin (desirable − undesirable) {:.3} -> {:.3}", get(&s.eval_before, "rewards/margins"), get(&s.eval_after, "rewards/margins"));
+    }
     println!(
         "DPO: {} steps in {:.0} s on {} pairs ({} truncated, {} skipped); held-out rewards/accuracies {:.3} -> {:.3}, rewards/margins {:.3} -> {:.3}",
         s.steps,

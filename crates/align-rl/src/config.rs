@@ -1,0 +1,234 @@
+//! The RL run's configuration: plain serde structs, defaults from TRL (each named).
+
+use crate::reward::{RewardShaping, RewardSpec};
+use align_generate::SamplingConfig;
+use align_train::rl_math::{KlEstimator, LossType, ScaleRewards};
+use align_train::sft::PtxConfig;
+use align_train::{Result, TrainConfig, TrainError};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Which online algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// PPO with a value model, GAE and a per-token KL penalty in the reward (InstructGPT).
+    #[default]
+    Ppo,
+    /// GRPO: several samples per prompt, group-normalized advantages, no critic (DeepSeekMath).
+    Grpo,
+    /// RLOO: several samples per prompt, leave-one-out baseline (Ahmadian et al. 2024).
+    Rloo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RlConfig {
+    pub out_dir: PathBuf,
+    /// The policy to start from (usually the SFT model); also the reference unless `ref_model`.
+    pub model: PathBuf,
+    #[serde(default)]
+    pub ref_model: Option<PathBuf>,
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// Prompt files (JSONL: `prompt` or `messages`; the gym's prompts/train.jsonl).
+    pub prompts: Vec<PathBuf>,
+    /// Held-out prompts, answered greedily and scored every `eval_every_rollouts` rollouts.
+    #[serde(default)]
+    pub eval_prompts: Vec<PathBuf>,
+    /// At most this many held-out prompts (0 = all).
+    #[serde(default = "default_eval_max")]
+    pub eval_max_prompts: usize,
+    #[serde(default = "default_eval_every")]
+    pub eval_every_rollouts: u64,
+    /// Prompts longer than this (tokens, after the chat template) are skipped.
+    #[serde(default = "default_max_prompt_len")]
+    pub max_prompt_len: usize,
+    /// The rewards, summed with their weights: `[[rewards]] kind = "model" | "gold" | "command" | "http"`.
+    pub rewards: Vec<RewardSpec>,
+    #[serde(default)]
+    pub shaping: RewardShaping,
+    /// Rollout sampling: temperature 1, no top-k (unbiased samples of the policy), 64 new tokens.
+    #[serde(default = "default_sampling")]
+    pub sampling: SamplingConfig,
+    #[serde(default)]
+    pub ppo: PpoConfig,
+    #[serde(default)]
+    pub grpo: GrpoConfig,
+    /// Pretraining-data mixing in every minibatch (PPO-ptx, InstructGPT).
+    #[serde(default)]
+    pub ptx: Option<PtxConfig>,
+    /// Rows per forward pass when computing rollout log-probs and values.
+    #[serde(default = "default_forward_batch")]
+    pub forward_batch_size: usize,
+    /// The loop: lr, max_steps (optimizer steps = minibatches), checkpoints, seed.
+    pub train: TrainConfig,
+}
+
+fn default_eval_max() -> usize {
+    200
+}
+fn default_eval_every() -> u64 {
+    5
+}
+fn default_max_prompt_len() -> usize {
+    128
+}
+fn default_forward_batch() -> usize {
+    32
+}
+pub fn default_sampling() -> SamplingConfig {
+    SamplingConfig { temperature: 1.0, top_k: 0, top_p: 1.0, max_new_tokens: 64, ..SamplingConfig::default() }
+}
+
+/// Where PPO's value estimates come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CriticKind {
+    /// A separate model with a scalar head (TRL: initialized from the reward model).
+    #[default]
+    Separate,
+    /// A scalar head on the policy's own last hidden states (no second backbone).
+    Shared,
+}
+
+/// PPO's settings; defaults are TRL `PPOConfig`'s.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PpoConfig {
+    /// Prompts per rollout (TRL `batch_size` = per-device batch × accumulation; 64 by default here).
+    pub rollout_batch_size: usize,
+    /// Samples per optimizer step (TRL `mini_batch_size`).
+    pub mini_batch_size: usize,
+    /// Passes over each rollout (TRL `num_ppo_epochs` 4).
+    pub ppo_epochs: usize,
+    /// Policy ratio clip (TRL `cliprange` 0.2).
+    pub cliprange: f64,
+    /// Value clip (TRL `cliprange_value` 0.2).
+    pub cliprange_value: f64,
+    /// Value-loss weight (TRL `vf_coef` 0.1).
+    pub vf_coef: f64,
+    /// GAE discount (TRL `gamma` 1.0) and λ (TRL `lam` 0.95).
+    pub gamma: f64,
+    pub lam: f64,
+    /// KL penalty coefficient (TRL `kl_coef` 0.05).
+    pub kl_coef: f64,
+    /// Per-token KL estimator in the reward: k1 (TRL default) or k3 (TRL `kl_estimator = "k3"`).
+    pub kl_estimator: KlEstimator,
+    /// Adaptive KL (Ziegler et al. 2019): aim at this summed KL per sequence; none = fixed `kl_coef`.
+    pub target_kl: Option<f64>,
+    /// Samples over which the adaptive controller corrects (Ziegler et al.: 10000).
+    pub kl_horizon: f64,
+    /// Whiten the per-token rewards before GAE (TRL `whiten_rewards` false).
+    pub whiten_rewards: bool,
+    pub critic: CriticKind,
+    /// Initial weights of a separate critic: a reward model or a causal LM (fresh head). Default:
+    /// the first `kind = "model"` reward, else the policy.
+    pub critic_model: Option<PathBuf>,
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        Self {
+            rollout_batch_size: 64,
+            mini_batch_size: 16,
+            ppo_epochs: 4,
+            cliprange: 0.2,
+            cliprange_value: 0.2,
+            vf_coef: 0.1,
+            gamma: 1.0,
+            lam: 0.95,
+            kl_coef: 0.05,
+            kl_estimator: KlEstimator::K1,
+            target_kl: None,
+            kl_horizon: 10000.0,
+            whiten_rewards: false,
+            critic: CriticKind::Separate,
+            critic_model: None,
+        }
+    }
+}
+
+/// GRPO / RLOO settings; defaults are TRL `GRPOConfig`'s where it has one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpoConfig {
+    /// Prompts per rollout.
+    pub prompts_per_rollout: usize,
+    /// Samples per prompt (TRL `num_generations` 8).
+    pub num_generations: usize,
+    /// Samples per optimizer step (a multiple of nothing in particular; groups may be split).
+    pub mini_batch_size: usize,
+    /// Passes over each rollout (TRL `num_iterations` 1; then old log-probs = current, detached).
+    pub num_iterations: usize,
+    /// Clip range ε_low / ε_high (TRL `epsilon` 0.2, `epsilon_high` = epsilon).
+    pub epsilon: f64,
+    pub epsilon_high: Option<f64>,
+    /// KL coefficient β on k3 to the reference (TRL `beta` 0.0).
+    pub beta: f64,
+    /// GRPO advantage scaling: group (GRPO), batch, none (Dr. GRPO). Unused by RLOO.
+    pub scale_rewards: ScaleRewards,
+    /// Loss aggregation (TRL `loss_type`: grpo | bnpo | dr_grpo | dapo, default dapo).
+    pub loss_type: String,
+}
+
+impl Default for GrpoConfig {
+    fn default() -> Self {
+        Self {
+            prompts_per_rollout: 16,
+            num_generations: 8,
+            mini_batch_size: 32,
+            num_iterations: 1,
+            epsilon: 0.2,
+            epsilon_high: None,
+            beta: 0.0,
+            scale_rewards: ScaleRewards::Group,
+            loss_type: "dapo".into(),
+        }
+    }
+}
+
+impl GrpoConfig {
+    /// The loss aggregation for a minibatch with `tokens` completion tokens of `max_len` columns.
+    pub fn loss_type(&self, tokens: f64, max_completion_length: usize) -> Result<LossType> {
+        Ok(match self.loss_type.as_str() {
+            "grpo" => LossType::Grpo,
+            "bnpo" => LossType::Bnpo,
+            "dr_grpo" => LossType::DrGrpo { max_completion_length },
+            "dapo" => LossType::Dapo { num_items_in_batch: tokens },
+            o => return Err(TrainError::Config(format!("grpo.loss_type = {o:?}: expected grpo, bnpo, dr_grpo or dapo"))),
+        })
+    }
+}
+
+impl RlConfig {
+    /// Samples per rollout and per minibatch.
+    pub fn sizes(&self) -> (usize, usize) {
+        match self.algorithm {
+            Algorithm::Ppo => (self.ppo.rollout_batch_size, self.ppo.mini_batch_size),
+            Algorithm::Grpo | Algorithm::Rloo => (self.grpo.prompts_per_rollout * self.grpo.num_generations, self.grpo.mini_batch_size),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        let (rollout, mini) = self.sizes();
+        if rollout == 0 || mini == 0 {
+            return bad("rollout and minibatch sizes must be positive".into());
+        }
+        if rollout % mini != 0 {
+            return bad(format!("the minibatch size ({mini}) must divide the samples per rollout ({rollout})"));
+        }
+        if matches!(self.algorithm, Algorithm::Grpo | Algorithm::Rloo) && self.grpo.num_generations < 2 {
+            return bad("grpo.num_generations must be at least 2 (advantages compare samples of one prompt)".into());
+        }
+        if self.sampling.temperature <= 0.0 {
+            return bad("sampling.temperature must be > 0 for RL rollouts".into());
+        }
+        self.sampling.validate().map_err(TrainError::other)?;
+        if self.prompts.is_empty() {
+            return bad("no prompt files: set prompts = [\"...jsonl\"]".into());
+        }
+        Ok(())
+    }
+}
