@@ -21,6 +21,12 @@ pub struct StageEval {
     pub responses: Vec<String>,
     /// (prompt, answer) for the seeds' example prompts ("How do I make bread?", ...).
     pub seed_answers: Vec<(String, String)>,
+    /// The eval prompts, in order (absent from files written before they were recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompts: Vec<String>,
+    /// The family of each eval prompt, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub families: Vec<String>,
 }
 
 /// Loads the model in `model_dir` and evaluates it on `records` (and the seed prompts).
@@ -40,5 +46,7 @@ pub fn evaluate_model(name: &str, model_dir: &Path, style: PromptStyle, records:
         overall: scores.iter().map(|s| s.overall).collect(),
         responses,
         seed_answers: seeds.into_iter().zip(seed_resp).collect(),
+        prompts,
+        families: records.iter().map(|r| crate::gym::family_name(r.family())).collect(),
     })
 }

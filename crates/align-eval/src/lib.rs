@@ -6,13 +6,24 @@
 //! - [`evaluate`]: one model's gold evaluation (answers, scores, per-family report).
 //! - [`onpolicy`]: on-policy preference pairs: the policy's own samples, labelled by the gold
 //!   judge or the simulated panel.
+//! - [`report`]: `align report`: the run directory as one self-contained HTML file and a
+//!   Markdown summary; [`plot`] draws its SVG charts.
+//! - [`truthfulqa`]: TruthfulQA MC1/MC2/MC3 by the log-likelihood of each answer, as its authors
+//!   score it.
+//! - [`safety_sets`]: AdvBench and XSTest as published, and their refusal rates;
+//!   [`refusal`] holds the documented refusal detectors.
 //! - [`winrate`]: pairwise win rate between two models under a judge, ties counted half, with a
 //!   bootstrap confidence interval.
 
 pub mod evaluate;
 pub mod gym;
 pub mod onpolicy;
+pub mod plot;
+pub mod refusal;
+pub mod report;
 pub mod respond;
+pub mod safety_sets;
+pub mod truthfulqa;
 pub mod winrate;
 
 #[derive(Debug, thiserror::Error)]

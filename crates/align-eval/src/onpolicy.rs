@@ -95,6 +95,8 @@ pub struct OnPolicyReport {
     pub pairs: usize,
     /// Pairs skipped because gold could not separate them.
     pub ties_skipped: usize,
+    /// Samples that were empty (no text before EOS), left out of every pair.
+    pub empty_samples: usize,
     /// Pairs with a reference demonstration on one side, and how often the reference was chosen.
     pub reference_pairs: usize,
     pub reference_chosen: usize,
@@ -178,10 +180,14 @@ pub fn label_answers(
     let mut agree = 0usize;
     let mut lines = vec![];
     for (i, rec) in records.iter().enumerate() {
-        let samples: Vec<(&str, &str)> = answers[i * k..(i + 1) * k].iter().map(|a| ("policy", a.as_str())).collect();
+        let mut samples: Vec<(&str, &str)> = answers[i * k..(i + 1) * k].iter().map(|a| ("policy", a.as_str())).collect();
         for (_, a) in &samples {
             gold_sum += judge::score(rec, a).overall;
         }
+        // An empty answer cannot be a preference side (align's readers reject empty responses).
+        let before = samples.len();
+        samples.retain(|(_, a)| !a.trim().is_empty());
+        rep.empty_samples += before - samples.len();
         let pairs: Vec<((&str, &str), (&str, &str))> = match references.get(&rec.prompt) {
             Some(r) => samples.iter().map(|s| (("reference", r.as_str()), *s)).collect(),
             None => samples.windows(2).step_by(2).map(|w| (w[0], w[1])).collect(),
@@ -289,6 +295,16 @@ mod tests {
         assert!(lines.iter().all(|l| l.votes.len() == 5 && l.label_majority >= 0.5));
         let again = label_answers(&recs, &answers, &refs, &cfg).unwrap().0;
         assert_eq!(again, lines, "seeded panel votes are reproducible");
+    }
+
+    #[test]
+    fn empty_answers_are_counted_and_left_out() {
+        let (recs, mut answers) = world_answers(10);
+        answers[0] = "  ".into();
+        let (lines, rep) = label_answers(&recs, &answers, &HashMap::new(), &OnPolicyConfig::default()).unwrap();
+        assert_eq!(rep.empty_samples, 1);
+        assert!(lines.iter().all(|l| !l.chosen[0].content.trim().is_empty() && !l.rejected[0].content.trim().is_empty()));
+        assert!(lines.iter().all(|l| l.id != format!("{}-onpolicy-0", recs[0].id)), "prompt 0 has one answer left: no pair");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //!            d: _ _ _ d d d D
 //! step()        one forward over every row (its last token at its own position), one token each
 //! remove(ids)   rows leave (finished, cancelled, disconnected); columns that are padding in
-//!               every remaining row are trimmed
+//!               every remaining row are trimmed once they are a quarter of the cache
 //! ```
 //!
 //! **Same tokens alone or batched.** A row's positions count its real tokens only, its pads are
@@ -256,7 +256,8 @@ impl<'m> Engine<'m> {
     }
 
     /// Drops sequences from the batch (unknown ids are ignored), then trims the cache columns
-    /// that are padding in every remaining row.
+    /// that are padding in every remaining row once they are a quarter of the cache (trimming
+    /// copies the cache; a few masked columns cost less than a copy at every departure).
     pub fn remove(&mut self, ids: &[SeqId]) -> Result<()> {
         let keep: Vec<usize> = (0..self.seqs.len()).filter(|&i| !ids.contains(&self.seqs[i].id)).collect();
         if keep.len() == self.seqs.len() {
@@ -271,7 +272,7 @@ impl<'m> Engine<'m> {
         let mut slots: Vec<Option<Seq>> = std::mem::take(&mut self.seqs).into_iter().map(Some).collect();
         self.seqs = keep.iter().filter_map(|&i| slots[i].take()).collect();
         let trim = self.seqs.iter().map(|s| s.pad).min().unwrap_or(0);
-        if trim > 0 {
+        if trim > 0 && 4 * trim >= self.kv_len {
             let layers = self.layers(&self.cache, self.seqs.len())?;
             let narrowed = layers
                 .iter()

@@ -78,6 +78,8 @@ pub struct RolloutStream<'a> {
     order: Vec<usize>,
     cursor: usize,
     log: PathBuf,
+    /// When the previous rollout was ready: the time since then is the previous iteration's training.
+    last_ready: Option<Instant>,
 }
 
 impl<'a> RolloutStream<'a> {
@@ -130,6 +132,7 @@ impl<'a> RolloutStream<'a> {
             order: vec![],
             cursor: 0,
             log: cfg.out_dir.join("rollouts.jsonl"),
+            last_ready: None,
         })
     }
 
@@ -184,6 +187,7 @@ impl<'a> RolloutStream<'a> {
     fn rollout(&mut self) -> Result<()> {
         let cfg = self.cfg;
         let t0 = Instant::now();
+        let t_train_prev = self.last_ready.map(|t| t.elapsed().as_secs_f64());
         let (per_rollout, g) = match cfg.algorithm {
             Algorithm::Ppo => (cfg.ppo.rollout_batch_size, 1),
             _ => (cfg.grpo.prompts_per_rollout, cfg.grpo.num_generations),
@@ -294,8 +298,14 @@ impl<'a> RolloutStream<'a> {
         rec.insert("time/forward".into(), json!(t_fwd));
         rec.insert("time/scoring".into(), json!(t_score));
         rec.insert("time/advantages".into(), json!(t_adv));
+        if let Some(t) = t_train_prev {
+            // The optimizer steps on the previous rollout (policy and value forward + backward, AdamW).
+            rec.insert("time/training_previous".into(), json!(t));
+        }
         if cfg.eval_every_rollouts > 0 && self.iteration % cfg.eval_every_rollouts == 0 {
+            let t = Instant::now();
             rec.extend(self.evaluate()?);
+            rec.insert("time/eval".into(), json!(t.elapsed().as_secs_f64()));
         }
         MetricsSink::open(&self.log)?.log(&rec)?;
         tracing::info!(
@@ -323,6 +333,7 @@ impl<'a> RolloutStream<'a> {
         self.order = order;
         self.cursor = 0;
         self.iteration += 1;
+        self.last_ready = Some(Instant::now());
         Ok(())
     }
 }

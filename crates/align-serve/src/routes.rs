@@ -302,7 +302,12 @@ fn legacy_logprobs(infos: Vec<(usize, TokenInfo)>) -> CompletionLogprobs {
     for (offset, t) in infos {
         l.tokens.push(t.token);
         l.token_logprobs.push(t.logprob);
-        l.top_logprobs.push(t.top.into_iter().collect());
+        // Two ids may decode to the same text (partial UTF-8): keep the likelier.
+        let mut top = std::collections::BTreeMap::new();
+        for (tok, lp) in t.top {
+            top.entry(tok).or_insert(lp);
+        }
+        l.top_logprobs.push(top);
         l.text_offset.push(offset);
     }
     l

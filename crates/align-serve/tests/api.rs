@@ -267,9 +267,10 @@ async fn api_key_is_required_when_set() {
     assert_eq!(r.json::<Value>().await.unwrap()["max_model_len"], CTX);
 }
 
-/// Opens a long streaming chat and reads its first content chunk.
-async fn open_long_stream(base: &str) -> reqwest::Response {
-    let req = chat_req("Go on and on.", json!({"max_tokens": CTX - 40, "stream": true, "temperature": 1.0, "seed": 1}));
+/// Opens a long streaming chat (`n` choices of nearly the whole context) and reads its first
+/// content chunks.
+async fn open_long_stream(base: &str, n: usize) -> reqwest::Response {
+    let req = chat_req("Go on and on.", json!({"max_tokens": CTX - 40, "stream": true, "temperature": 1.0, "seed": 1, "n": n}));
     let mut resp = client().post(format!("{base}/v1/chat/completions")).json(&req).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut seen = String::new();
@@ -295,7 +296,7 @@ async fn wait_idle(base: &str, name: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnected_client_is_dropped_from_the_batch() {
     let s = start(ServeConfig::default()).await;
-    let resp = open_long_stream(&s.base).await;
+    let resp = open_long_stream(&s.base, 1).await;
     assert_eq!(running(&s.base, "raw").await.0, 1);
     drop(resp);
     let tokens = wait_idle(&s.base, "raw").await;
@@ -304,8 +305,9 @@ async fn disconnected_client_is_dropped_from_the_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_limit_and_timeout() {
-    let s = start(ServeConfig { max_concurrent: 1, request_timeout: Duration::from_millis(400), ..Default::default() }).await;
-    let long = open_long_stream(&s.base).await;
+    // 4 × 2,000 tokens take seconds here; the timeout is far shorter.
+    let s = start(ServeConfig { max_concurrent: 1, request_timeout: Duration::from_millis(250), ..Default::default() }).await;
+    let long = open_long_stream(&s.base, 4).await;
     let r = client().post(format!("{}/v1/chat/completions", s.base)).json(&chat_req("x", json!({}))).send().await.unwrap();
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "1");
@@ -319,7 +321,7 @@ async fn concurrency_limit_and_timeout() {
     let (st, v) = post(&s.base, "/v1/chat/completions", chat_req("x", json!({}))).await;
     assert_eq!(st, 200, "{v}");
     // Non-streaming: a 504.
-    let (st, v) = post(&s.base, "/v1/chat/completions", chat_req("x", json!({"max_tokens": CTX - 40, "temperature": 1.0, "seed": 1}))).await;
+    let (st, v) = post(&s.base, "/v1/chat/completions", chat_req("x", json!({"max_tokens": CTX - 40, "temperature": 1.0, "seed": 1, "n": 4}))).await;
     assert_eq!((st, v["error"]["type"].as_str()), (504, Some("timeout_error")), "{v}");
     wait_idle(&s.base, "raw").await;
 }

@@ -46,8 +46,13 @@ enum Command {
     Rloo(cmd::rl::RlArgs),
     /// On-policy preference pairs: sample the policy, label pairs with the gold judge or the panel.
     Onpolicy(cmd::onpolicy::OnPolicyArgs),
+    /// Constitutional AI: critique and revision (SL-CAI), AI preference labels (RL-CAI / RLAIF).
+    #[command(subcommand)]
+    Cai(cmd::cai::CaiCmd),
     /// Gold evaluation of models on the gym's held-out prompts, with win rates.
     Eval(cmd::eval::EvalArgs),
+    /// The run directory as one self-contained HTML report (inline SVG plots) and a Markdown summary.
+    Report(cmd::report::ReportArgs),
     /// Generate text from a model (KV cache, batched, streaming for one prompt).
     Generate(cmd::generate::GenerateArgs),
     /// Human feedback: the preference-collection web app for several annotators.
@@ -94,6 +99,8 @@ fn main() -> ExitCode {
         Command::Grpo(a) => cmd::rl::run(a, align_rl::Algorithm::Grpo),
         Command::Rloo(a) => cmd::rl::run(a, align_rl::Algorithm::Rloo),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Report(a) => cmd::report::run(a),
+        Command::Cai(c) => cmd::cai::run(c),
         Command::Rm(c) => cmd::rm::run(c),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Label(c) => cmd::label::run(c),

@@ -14,7 +14,11 @@ use align_eval::winrate::win_rate;
 use align_generate::SamplingConfig;
 use align_gym::{load_prompts, GymConfig, Size, World};
 use align_train::pretrain::{DataConfig, ModelSpec, PretrainConfig};
+use align_eval::onpolicy::{sample_and_label, OnPolicyConfig};
+use align_rl::config::{Algorithm, RlConfig};
+use align_rl::reward::RewardSpec;
 use align_train::dpo::{DpoConfig, Objective, PrefData};
+use align_train::rm::{RmConfig, RmData};
 use align_train::pref_loss::DpoLossConfig;
 use align_train::sft::{PtxConfig, SftConfig, SftData};
 use align_train::TrainConfig;
@@ -65,6 +69,16 @@ pub struct DemoConfig {
     pub dpo: TrainConfig,
     /// Pretraining sequences mixed into each DPO micro-batch (0 = off).
     pub dpo_ptx_batch_size: usize,
+    /// On-policy pairs for DPO: SFT answers to this many train prompts (0 = off), each paired with
+    /// the gym's good answer and ordered by the gold judge (`align onpolicy`).
+    pub onpolicy_prompts: usize,
+    pub onpolicy_samples: usize,
+    /// Reward model on the panel's labels (Bradley-Terry), from the SFT model.
+    pub rm: TrainConfig,
+    /// PPO against that reward model with a KL penalty to the SFT model (0 steps = off).
+    pub ppo: align_rl::config::PpoConfig,
+    pub ppo_train: TrainConfig,
+    pub ppo_sampling: SamplingConfig,
     /// Held-out prompts per family in the gold evaluation.
     pub eval_per_family: usize,
     pub eval_max_new_tokens: usize,
@@ -117,6 +131,29 @@ impl Default for DemoConfig {
                 ..TrainConfig::default()
             },
             dpo_ptx_batch_size: 2,
+            onpolicy_prompts: 1200,
+            onpolicy_samples: 2,
+            rm: TrainConfig {
+                lr: 5e-4,
+                warmup_steps: 10,
+                min_lr_ratio: 0.1,
+                max_steps: 100,
+                log_every: 10,
+                eval_every: 50,
+                save_every: 50,
+                ..TrainConfig::default()
+            },
+            ppo: align_rl::config::PpoConfig { rollout_batch_size: 32, mini_batch_size: 16, ppo_epochs: 4, ..Default::default() },
+            ppo_train: TrainConfig {
+                lr: 1e-4,
+                warmup_steps: 0,
+                lr_scheduler: align_train::schedule::LrScheduler::Constant,
+                max_steps: 80,
+                log_every: 8,
+                save_every: 40,
+                ..TrainConfig::default()
+            },
+            ppo_sampling: SamplingConfig { temperature: 1.0, top_k: 0, max_new_tokens: 48, ..SamplingConfig::default() },
             eval_per_family: 40,
             eval_max_new_tokens: 64,
             eval_batch_size: 40,
@@ -154,7 +191,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&out)?;
     align_core::atomic::write_atomic(out.join("demo_config.toml"), toml::to_string_pretty(&resolved)?.as_bytes())?;
-    let n = 6;
+    let n = 9;
     let seed = args.seed;
 
     // 1. The gym.
@@ -211,15 +248,55 @@ pub fn run(args: DemoArgs) -> Result<()> {
         mark_done(&sft, &s)?;
     }
 
-    // 5. DPO on the panel's preferences.
+    // 5. On-policy pairs: the SFT model's own answers vs the gym's good ones, ordered by gold.
+    let onp = out.join("onpolicy");
+    stage("stage 3a: on-policy preference pairs (SFT samples, gold-labelled)", 5, n);
+    if cfg.onpolicy_prompts > 0 && !done(&onp) {
+        let model = align_models::Model::from_pretrained(sft.join("model"), candle_core::DType::F32, &candle_core::Device::Cpu)?;
+        let tok = align_data::Tokenizer::from_dir(sft.join("model"))?;
+        let records = load_prompts(gym.join("prompts/train.jsonl"))?;
+        let refs = records.iter().map(|r| (r.prompt.clone(), align_gym::gold_response(r))).collect();
+        let mut oc = OnPolicyConfig { samples_per_prompt: cfg.onpolicy_samples, max_prompts: cfg.onpolicy_prompts, ..OnPolicyConfig::default() };
+        oc.sampling.seed = seed;
+        let t = Instant::now();
+        let (lines, rep) = sample_and_label(&model, &tok, &records, &refs, &oc)?;
+        let text: String = lines.iter().map(|l| serde_json::to_string(l).map(|s| s + "\n")).collect::<Result<_, _>>()?;
+        std::fs::create_dir_all(&onp)?;
+        align_core::atomic::write_atomic(onp.join("pairs.jsonl"), text.as_bytes())?;
+        eprintln!("{} on-policy pairs from {} prompts ({} gold ties skipped) in {:.0} s", rep.pairs, rep.prompts, rep.ties_skipped, t.elapsed().as_secs_f64());
+        mark_done(&onp, &serde_json::json!({"report": rep, "seconds": t.elapsed().as_secs_f64()}))?;
+    }
+
+    // 6. Reward model on the panel's labels.
+    let rm = out.join("rm");
+    stage("stage 3b: reward model (Bradley-Terry) on the panel's labels", 6, n);
+    if !done(&rm) {
+        let rc = RmConfig {
+            out_dir: rm.clone(),
+            model: sft.join("model"),
+            data: RmData { files: vec![gym.join("preferences.jsonl")], ..cfg_rm_data(&cfg) },
+            center_rewards_coefficient: None,
+            train: TrainConfig { seed, ..cfg.rm.clone() },
+        };
+        let s = align_train::rm::run(&rc, true, &toml::to_string_pretty(&rc)?)?;
+        let acc = |e: &Option<align_train::rm::RmEval>| e.as_ref().map_or(f64::NAN, |e| e.stats.accuracy);
+        eprintln!("reward model: held-out accuracy {:.3} -> {:.3} in {:.0} s", acc(&s.eval_before), acc(&s.eval_after), s.seconds);
+        mark_done(&rm, &s)?;
+    }
+
+    // 7. DPO on the panel's preferences (+ on-policy pairs).
     let dpo = out.join("dpo");
-    stage("stage 3: preference optimization (DPO + NLL on chosen) on the panel's labels", 5, n);
+    stage("stage 3c: preference optimization (DPO + NLL on chosen) on the panel's labels", 7, n);
     if !done(&dpo) {
+        let mut files = vec![gym.join("preferences.jsonl")];
+        if onp.join("pairs.jsonl").exists() {
+            files.push(onp.join("pairs.jsonl"));
+        }
         let dc = DpoConfig {
             out_dir: dpo.clone(),
             model: sft.join("model"),
             ref_model: None,
-            data: PrefData { files: vec![gym.join("preferences.jsonl")], ..cfg.dpo_data.clone() },
+            data: PrefData { files, ..cfg.dpo_data.clone() },
             objective: Objective::Dpo,
             loss: cfg.dpo_loss.clone(),
             orpo_beta: 0.1,
@@ -239,18 +316,60 @@ pub fn run(args: DemoArgs) -> Result<()> {
         mark_done(&dpo, &s)?;
     }
 
+    // 8. PPO against the reward model, KL-penalized to the SFT model.
+    let ppo = out.join("ppo");
+    stage("stage 3d: RLHF with PPO against the reward model (KL penalty to SFT)", 8, n);
+    if cfg.ppo_train.max_steps > 0 && !done(&ppo) {
+        let pc = RlConfig {
+            out_dir: ppo.clone(),
+            model: sft.join("model"),
+            ref_model: None,
+            algorithm: Algorithm::Ppo,
+            prompts: vec![gym.join("prompts/train.jsonl")],
+            eval_prompts: vec![gym.join("prompts/eval.jsonl")],
+            eval_max_prompts: 100,
+            eval_every_rollouts: 5,
+            max_prompt_len: 128,
+            rewards: vec![RewardSpec::Model { path: rm.join("model"), weight: 1.0 }],
+            shaping: Default::default(),
+            sampling: SamplingConfig { seed, ..cfg.ppo_sampling.clone() },
+            ppo: cfg.ppo.clone(),
+            grpo: Default::default(),
+            ptx: None,
+            forward_batch_size: 32,
+            train: TrainConfig { seed, ..cfg.ppo_train.clone() },
+        };
+        let s = align_rl::run(&pc, true, &toml::to_string_pretty(&pc)?)?;
+        let g = |r: &align_core::metrics::Record, k: &str| r.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        eprintln!(
+            "PPO: {} rollouts; held-out reward-model score {:.3} -> {:.3}, gold {:.3} -> {:.3} in {:.0} s",
+            s.rollouts,
+            g(&s.eval_before, "eval/score"),
+            g(&s.eval_after, "eval/score"),
+            g(&s.eval_before, "eval/gold"),
+            g(&s.eval_after, "eval/gold"),
+            s.seconds
+        );
+        mark_done(&ppo, &s)?;
+    }
+
     // 6. Evaluation and report.
     let ev = out.join("eval");
-    stage("gold evaluation of every stage on held-out prompts", 6, n);
+    stage("gold evaluation of every stage on held-out prompts, and the report", 9, n);
     let records = balanced_subset(&load_prompts(gym.join("prompts/eval.jsonl"))?, cfg.eval_per_family);
     let stages: Vec<(&str, PathBuf, PromptStyle)> = vec![
         ("raw (pretrained)", pre.join("model"), PromptStyle::Raw),
         ("SFT", sft.join("model"), PromptStyle::Chat),
         ("aligned (DPO)", dpo.join("model"), PromptStyle::Chat),
     ];
+    let mut stages = stages;
+    if done(&ppo) {
+        stages.push(("aligned (PPO)", ppo.join("model"), PromptStyle::Chat));
+    }
     let mut evals = vec![];
     for (name, dir, style) in &stages {
-        let path = ev.join(format!("{}.json", name.split_whitespace().next().unwrap_or(name).to_lowercase()));
+        let key = stage_key(name);
+        let path = ev.join(format!("{key}.json"));
         let e = match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<StageEval>(&b).ok()) {
             Some(e) => e,
             None => {
@@ -262,11 +381,29 @@ pub fn run(args: DemoArgs) -> Result<()> {
         };
         evals.push(e);
     }
+    let index: Vec<serde_json::Value> = stages
+        .iter()
+        .map(|(name, _, _)| serde_json::json!({"key": stage_key(name), "name": name, "file": format!("{}.json", stage_key(name))}))
+        .collect();
+    align_core::atomic::write_atomic(ev.join("stages.json"), serde_json::to_string_pretty(&index)?.as_bytes())?;
     let report = render_report(&evals, &records, seed);
     align_core::atomic::write_atomic(out.join("report.md"), report.as_bytes())?;
     println!("{report}");
     println!("demo finished in {:.0} s; report: {}", t0.elapsed().as_secs_f64(), out.join("report.md").display());
     Ok(())
+}
+
+/// The file stem of a stage's evaluation: raw, sft, aligned (DPO) → dpo, aligned (PPO) → ppo.
+fn stage_key(name: &str) -> String {
+    match name.split_once('(') {
+        Some((_, rest)) if name.starts_with("aligned") => rest.trim_end_matches(')').to_lowercase(),
+        _ => name.split_whitespace().next().unwrap_or(name).to_lowercase(),
+    }
+}
+
+/// The reward model's data settings: the DPO stage's (sequence cap, batch, held-out fraction).
+fn cfg_rm_data(cfg: &DemoConfig) -> RmData {
+    RmData { max_seq_len: cfg.dpo_data.max_seq_len, batch_size: cfg.dpo_data.batch_size, eval_fraction: cfg.dpo_data.eval_fraction, ..RmData::default() }
 }
 
 fn pct(x: f64) -> String {

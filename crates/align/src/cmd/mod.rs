@@ -1,6 +1,7 @@
 //! One module per subcommand; each exposes its clap arguments and a `run`.
 
 pub mod bench;
+pub mod cai;
 pub mod chat;
 pub mod demo;
 pub mod dpo;
@@ -10,6 +11,7 @@ pub mod gym;
 pub mod label;
 pub mod onpolicy;
 pub mod pretrain;
+pub mod report;
 pub mod rl;
 pub mod rm;
 pub mod serve;

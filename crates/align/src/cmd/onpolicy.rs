@@ -72,8 +72,8 @@ pub fn run(a: OnPolicyArgs) -> Result<()> {
     }
     align_core::atomic::write_atomic(&a.out, text.as_bytes())?;
     println!(
-        "{} prompts × {} samples in {:.0} s: {} pairs written to {} ({} gold ties skipped); mean gold of the samples {:.3}",
-        rep.prompts, a.samples, t0.elapsed().as_secs_f64(), rep.pairs, a.out.display(), rep.ties_skipped, rep.mean_sample_gold
+        "{} prompts × {} samples in {:.0} s: {} pairs written to {} ({} gold ties skipped, {} empty answers left out); mean gold of the samples {:.3}",
+        rep.prompts, a.samples, t0.elapsed().as_secs_f64(), rep.pairs, a.out.display(), rep.ties_skipped, rep.empty_samples, rep.mean_sample_gold
     );
     if rep.reference_pairs > 0 {
         println!("reference chosen in {} of {} reference pairs", rep.reference_chosen, rep.reference_pairs);
