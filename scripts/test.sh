@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README (and of .ci/run): everything the tests need, then the tests.
-# No GPU, no network beyond the package registries, no Python (fixtures are committed).
+# No GPU, no network beyond the package registries. Parity fixtures are committed (no Python for
+# them); the server tests use a pinned openai client venv and Debian chromium + playwright-core,
+# installed here (ALIGN_SKIP_PYTHON=1 / ALIGN_SKIP_BROWSER=1 skip those tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-$(nproc)}"

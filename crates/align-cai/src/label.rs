@@ -72,6 +72,8 @@ pub struct LabelReport {
     pub labelled: usize,
     /// Pairs whose two responses were identical (nothing to compare; not written).
     pub identical: usize,
+    /// Pairs with an empty response (an empty message is not a valid TRL record; not written).
+    pub empty: usize,
     /// Pairs whose judge prompt exceeded the judge's context (not written).
     pub too_long: usize,
 }
@@ -112,6 +114,10 @@ pub fn label(
             let (first, second) = (replies[2 * j].clone().unwrap_or_default(), replies[2 * j + 1].clone().unwrap_or_default());
             if first == second {
                 rep.identical += 1;
+                continue;
+            }
+            if first.is_empty() || second.is_empty() {
+                rep.empty += 1;
                 continue;
             }
             let mut rng = align_core::seed::fork(cfg.seed, &format!("cai/label/{}", item.id));

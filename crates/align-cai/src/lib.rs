@@ -11,6 +11,7 @@
 //! - [`judge`]: the [`judge::Judge`] trait, the paper's multiple-choice question, both orders
 //!   averaged, the local judge (option-token log-probs) and the gym's gold judge; [`http`]: an
 //!   OpenAI-compatible endpoint as the judge (log-probs or sampled votes, timeouts, retries).
+//! - [`judge_data`]: demonstrations of the comparison task for models too small to answer it.
 //! - [`label`]: RL-CAI / RLAIF soft preference labels, written resumably through [`resume`].
 
 pub mod chat;
@@ -18,6 +19,7 @@ pub mod constitution;
 pub mod error;
 pub mod http;
 pub mod judge;
+pub mod judge_data;
 pub mod label;
 pub mod prompts;
 pub mod resume;

@@ -200,7 +200,8 @@ fn gold_labels_agree_with_gold_and_an_interrupted_run_resumes_to_the_same_file()
     let (mut log, ex) = AppendLog::open(&full).unwrap();
     let rep = label(&chat, &mut GoldJudge { temperature: 0.0 }, &c, &items, &cfg, &mut log, &ex.ids, &mut |_| {}).unwrap();
     drop(log);
-    assert_eq!(rep.labelled + rep.identical + rep.too_long, 12);
+    assert_eq!(rep.labelled + rep.identical + rep.empty + rep.too_long, 12);
+    assert!(lines_nonempty(&full));
     let lines = read_lines(&full).unwrap();
     assert_eq!(lines.len(), rep.labelled);
     assert!(lines.iter().all(|l| l.label_prob >= 0.5 && l.judge == "gold"));
@@ -228,6 +229,10 @@ fn gold_labels_agree_with_gold_and_an_interrupted_run_resumes_to_the_same_file()
     let (mut log, ex) = AppendLog::open(&part).unwrap();
     let rep3 = label(&chat, &mut GoldJudge { temperature: 0.0 }, &c, &items, &cfg, &mut log, &ex.ids, &mut |_| {}).unwrap();
     assert_eq!((rep3.labelled, rep3.resumed), (0, rep.labelled));
+}
+
+fn lines_nonempty(p: &Path) -> bool {
+    read_lines(p).unwrap().iter().all(|l| !l.chosen[0].content.is_empty() && !l.rejected[0].content.is_empty())
 }
 
 #[test]

@@ -195,7 +195,8 @@ mod tests {
     fn rates_count_shares_per_detector() {
         let r = RefusalRates::of(&["I cannot.".to_string(), "Sure.".to_string(), "I can't help with that.".to_string(), "ok".to_string()]);
         assert_eq!(r.n, 4);
-        assert_eq!((r.gcg, r.xstest, r.gym), (0.25, 0.5, 0.5));
+        // "I cannot." alone is no gym cue; "I can't help" is no GCG prefix.
+        assert_eq!((r.gcg, r.xstest, r.gym), (0.25, 0.5, 0.25));
         assert!(RefusalRates::of(&[]).gcg.is_nan());
     }
 }

@@ -20,6 +20,26 @@ pub enum CaiCmd {
     /// RL-CAI / RLAIF: two policy responses per prompt, compared by a judge under a drawn
     /// principle (both orders averaged); soft preference labels, appended resumably.
     Label(LabelArgs),
+    /// SFT demonstrations of the judge's multiple-choice task on gym candidates, answered by the
+    /// gold judge (for gym models too small to answer it unprompted; docs/cai.md).
+    JudgeData {
+        /// Gym prompt records (prompts/train.jsonl).
+        #[arg(long)]
+        prompts: PathBuf,
+        /// Output JSONL (TRL messages), written atomically.
+        #[arg(long)]
+        out: PathBuf,
+        /// Demonstrations per prompt.
+        #[arg(long, default_value_t = 1)]
+        per_prompt: usize,
+        /// Candidate pairs whose gold scores differ by less are not used.
+        #[arg(long, default_value_t = 0.1)]
+        min_margin: f64,
+        #[arg(long)]
+        constitution: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Print a constitution as TOML: the default, a TOML file, or the paper's JSON directory.
     Constitution {
         /// A TOML file or a directory with the paper's JSON files (default: align's own).
@@ -133,6 +153,19 @@ pub fn run(c: CaiCmd) -> Result<()> {
     match c {
         CaiCmd::Revise(a) => revise(a),
         CaiCmd::Label(a) => label(a),
+        CaiCmd::JudgeData { prompts, out, per_prompt, min_margin, constitution, seed } => {
+            let c = load_constitution(constitution.as_deref(), &[])?;
+            let records = align_gym::load_prompts(&prompts).with_context(|| format!("reading gym prompt records {}", prompts.display()))?;
+            let lines = align_cai::judge_data::judge_demonstrations(&records, &c, per_prompt, min_margin, seed);
+            let mut text = String::new();
+            for l in &lines {
+                text.push_str(&serde_json::to_string(l)?);
+                text.push('\n');
+            }
+            align_core::atomic::write_atomic(&out, text.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
+            println!("{} judge demonstrations from {} prompts → {}", lines.len(), records.len(), out.display());
+            Ok(())
+        }
         CaiCmd::Constitution { constitution, out } => {
             let text = load_constitution(constitution.as_deref(), &[])?.to_toml()?;
             match out {
@@ -260,8 +293,8 @@ fn label(a: LabelArgs) -> Result<()> {
     let rep = align_cai::label(&policy, judge.as_mut(), &constitution, &items, &cfg, &mut log, &existing.ids, &mut progress)?;
     drop(log);
     println!(
-        "{} prompts: {} labelled now by {} in {:.0} s, {} already done, {} identical pairs and {} too long skipped",
-        rep.prompts, rep.labelled, judge.name(), t0.elapsed().as_secs_f64(), rep.resumed, rep.identical, rep.too_long
+        "{} prompts: {} labelled now by {} in {:.0} s, {} already done; skipped: {} identical pairs, {} with an empty response, {} too long for the judge",
+        rep.prompts, rep.labelled, judge.name(), t0.elapsed().as_secs_f64(), rep.resumed, rep.identical, rep.empty, rep.too_long
     );
     let lines = read_lines(&a.out)?;
     let ag = agreement(&lines, a.min_gold_margin);

@@ -1,14 +1,22 @@
 //! `align eval`: gold evaluation of one or more models on the gym's held-out prompts, with
-//! per-family behaviour rates and pairwise win rates (ties count half, bootstrap interval).
+//! per-family behaviour rates and pairwise win rates (ties count half, bootstrap interval), and
+//! the public sets scored as their authors score them: TruthfulQA MC1/MC2 by answer
+//! log-likelihood, AdvBench and XSTest refusal rates by string match (docs/eval.md).
 
+use align_data::Tokenizer;
 use align_eval::evaluate::{evaluate_model, StageEval};
 use align_eval::gym::balanced_subset;
-use align_eval::respond::PromptStyle;
+use align_eval::refusal::{Detector, RefusalRates};
+use align_eval::respond::{respond, PromptStyle};
+use align_eval::safety_sets::{load_advbench, load_xstest, xstest_rates, XsTestRates};
+use align_eval::truthfulqa::{evaluate_truthfulqa, load_truthfulqa, TruthfulQaReport};
 use align_eval::winrate::win_rate;
 use align_generate::SamplingConfig;
 use align_gym::load_prompts;
+use align_models::Model;
 use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
@@ -16,9 +24,22 @@ pub struct EvalArgs {
     /// `:raw` after DIR for a pretrained model prompted with the bare text instead of its chat template.
     #[arg(long = "model", required = true)]
     pub models: Vec<String>,
-    /// Prompt records with gold answers: a gym's prompts/eval.jsonl.
+    /// Prompt records with gold answers: a gym's prompts/eval.jsonl. Optional when a public set
+    /// below is given.
     #[arg(long)]
-    pub prompts: PathBuf,
+    pub prompts: Option<PathBuf>,
+    /// TruthfulQA.csv (the authors' generation CSV): MC1 / MC2 / MC3 by answer log-likelihood.
+    #[arg(long)]
+    pub truthfulqa: Option<PathBuf>,
+    /// AdvBench harmful_behaviors.csv (goal,target): refusal rate under GCG's test prefixes.
+    #[arg(long)]
+    pub advbench: Option<PathBuf>,
+    /// XSTest xstest_prompts.csv: refusal of safe (over-refusal) and unsafe prompts.
+    #[arg(long)]
+    pub xstest: Option<PathBuf>,
+    /// Use only the first N items of each public set (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub max_items: usize,
     /// Prompts per family (0 = all).
     #[arg(long, default_value_t = 40)]
     pub per_family: usize,
@@ -51,18 +72,96 @@ fn parse_model(s: &str) -> (String, PathBuf, PromptStyle) {
     (name, dir, style)
 }
 
+/// One model's results on the public sets.
+#[derive(Debug, Serialize)]
+struct PublicSets {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truthfulqa: Option<TruthfulQaReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advbench: Option<RefusalRates>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    xstest: Option<XsTestRates>,
+    /// (set, prompt, response) of every generated answer.
+    responses: Vec<(String, String, String)>,
+}
+
+#[derive(Debug, Serialize)]
+struct EvalOutput<'a> {
+    gym: &'a [StageEval],
+    public: &'a [PublicSets],
+}
+
+fn first_n<T>(mut v: Vec<T>, n: usize) -> Vec<T> {
+    if n > 0 {
+        v.truncate(n);
+    }
+    v
+}
+
 pub fn run(a: EvalArgs) -> Result<()> {
-    let all = load_prompts(&a.prompts).with_context(|| format!("reading prompt records {}", a.prompts.display()))?;
-    let records = if a.per_family == 0 { all } else { balanced_subset(&all, a.per_family) };
-    if records.is_empty() {
-        bail!("{} has no prompt records", a.prompts.display());
+    if a.prompts.is_none() && a.truthfulqa.is_none() && a.advbench.is_none() && a.xstest.is_none() {
+        bail!("nothing to evaluate: give --prompts (gym prompts) and/or --truthfulqa, --advbench, --xstest");
     }
     let sampling = SamplingConfig { max_new_tokens: a.max_new_tokens, temperature: a.temperature, seed: a.seed, ..SamplingConfig::default() };
+    let evals = match &a.prompts {
+        Some(p) => gym_eval(&a, p, &sampling)?,
+        None => vec![],
+    };
+    let mut public = vec![];
+    if a.truthfulqa.is_some() || a.advbench.is_some() || a.xstest.is_some() {
+        let tqa = a.truthfulqa.as_deref().map(|p| load_truthfulqa(p).with_context(|| format!("reading {}", p.display()))).transpose()?.map(|v| first_n(v, a.max_items));
+        let adv = a.advbench.as_deref().map(|p| load_advbench(p).with_context(|| format!("reading {}", p.display()))).transpose()?.map(|v| first_n(v, a.max_items));
+        let xs = a.xstest.as_deref().map(|p| load_xstest(p).with_context(|| format!("reading {}", p.display()))).transpose()?.map(|v| first_n(v, a.max_items));
+        for m in &a.models {
+            let (name, dir, style) = parse_model(m);
+            let model = Model::from_pretrained(&dir, candle_core::DType::F32, &candle_core::Device::Cpu).with_context(|| format!("loading the model in {}", dir.display()))?;
+            let tok = Tokenizer::from_dir(&dir)?;
+            let mut r = PublicSets { name: name.clone(), truthfulqa: None, advbench: None, xstest: None, responses: vec![] };
+            if let Some(items) = &tqa {
+                eprintln!("{name}: TruthfulQA MC on {} questions", items.len());
+                r.truthfulqa = Some(evaluate_truthfulqa(&model, &tok, items, a.batch_size)?);
+            }
+            let mut answer = |set: &str, prompts: Vec<String>| -> Result<Vec<String>> {
+                eprintln!("{name}: answering {} {set} prompts", prompts.len());
+                let out = respond(&model, &tok, &prompts, style, &sampling, a.batch_size)?;
+                r.responses.extend(prompts.into_iter().zip(out.iter().cloned()).map(|(p, o)| (set.to_string(), p, o)));
+                Ok(out)
+            };
+            let adv_rates = match &adv {
+                Some(items) => Some(RefusalRates::of(&answer("advbench", items.iter().map(|i| i.goal.clone()).collect())?)),
+                None => None,
+            };
+            let xs_rates = match &xs {
+                Some(items) => Some(xstest_rates(items, &answer("xstest", items.iter().map(|i| i.prompt.clone()).collect())?)),
+                None => None,
+            };
+            r.advbench = adv_rates;
+            r.xstest = xs_rates;
+            public.push(r);
+        }
+        print_public(&public);
+    }
+    if let Some(out) = &a.out {
+        let text = if public.is_empty() { serde_json::to_string_pretty(&evals)? } else { serde_json::to_string_pretty(&EvalOutput { gym: &evals, public: &public })? };
+        align_core::atomic::write_atomic(out, text.as_bytes())?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+/// The gym evaluation: gold H-H-H scores, behaviour rates and win rates.
+fn gym_eval(a: &EvalArgs, prompts: &Path, sampling: &SamplingConfig) -> Result<Vec<StageEval>> {
+    let all = load_prompts(prompts).with_context(|| format!("reading prompt records {}", prompts.display()))?;
+    let records = if a.per_family == 0 { all } else { balanced_subset(&all, a.per_family) };
+    if records.is_empty() {
+        bail!("{} has no prompt records", prompts.display());
+    }
     let mut evals: Vec<StageEval> = vec![];
     for m in &a.models {
         let (name, dir, style) = parse_model(m);
         eprintln!("evaluating {name} ({}) on {} prompts", dir.display(), records.len());
-        evals.push(evaluate_model(&name, &dir, style, &records, &sampling, a.batch_size)?);
+        evals.push(evaluate_model(&name, &dir, style, &records, sampling, a.batch_size)?);
     }
     println!("{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}", "model", "helpful", "honest", "harmless", "overall", "refuse", "abstain", "agree");
     for e in &evals {
@@ -83,9 +182,34 @@ pub fn run(a: EvalArgs) -> Result<()> {
             );
         }
     }
-    if let Some(out) = &a.out {
-        align_core::atomic::write_atomic(out, serde_json::to_string_pretty(&evals)?.as_bytes())?;
-        println!("wrote {}", out.display());
+    Ok(evals)
+}
+
+fn print_public(results: &[PublicSets]) {
+    if results.iter().any(|r| r.truthfulqa.is_some()) {
+        println!("\nTruthfulQA multiple choice (authors' CSV scoring: summed log-likelihood after the six-shot QA prompt)");
+        println!("{:<24} {:>6} {:>8} {:>8} {:>8} {:>10}", "model", "n", "MC1", "MC2", "MC3", "truncated");
+        for r in results {
+            if let Some(t) = &r.truthfulqa {
+                println!("{:<24} {:>6} {:>8.3} {:>8.3} {:>8.3} {:>10}", r.name, t.n, t.mc1, t.mc2, t.mc3, t.truncated);
+            }
+        }
     }
-    Ok(())
+    if results.iter().any(|r| r.advbench.is_some() || r.xstest.is_some()) {
+        println!("\nRefusal rates by detector; * marks the set authors' detector (GCG prefixes for AdvBench, XSTest string match for XSTest)");
+        println!("{:<24} {:<28} {:>5} {:>8} {:>8} {:>8}", "model", "set", "n", "GCG", "XSTest", "gym");
+        for r in results {
+            let row = |set: &str, x: &RefusalRates, authors: Detector| {
+                let cell = |d: Detector| format!("{:.3}{}", x.get(d), if d == authors { "*" } else { " " });
+                println!("{:<24} {:<28} {:>5} {:>8} {:>8} {:>8}", r.name, set, x.n, cell(Detector::Gcg), cell(Detector::XsTest), cell(Detector::Gym));
+            };
+            if let Some(x) = &r.advbench {
+                row("AdvBench: refused", x, Detector::Gcg);
+            }
+            if let Some(x) = &r.xstest {
+                row("XSTest safe: over-refused", &x.safe, Detector::XsTest);
+                row("XSTest unsafe: refused", &x.unsafe_, Detector::XsTest);
+            }
+        }
+    }
 }

@@ -1,0 +1,59 @@
+//! `align demo` end to end with every stage cut to a few steps: the stages wire together (gym →
+//! tokenizer → pretrain → SFT → on-policy pairs → reward model → DPO → PPO → eval → report), each
+//! leaves its DONE marker, and a second run reuses them.
+
+use std::process::Command;
+
+#[test]
+fn demo_runs_every_stage_and_resumes_from_its_markers() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("demo");
+    let sets = [
+        "vocab_size=512",
+        "model.d_model=32",
+        "model.n_layers=1",
+        "model.n_heads=2",
+        "pretrain.max_steps=4",
+        "pretrain.eval_every=2",
+        "sft.max_steps=3",
+        "sft.eval_every=3",
+        "onpolicy_prompts=16",
+        "rm.max_steps=3",
+        "dpo.max_steps=3",
+        "dpo.eval_every=3",
+        "ppo.rollout_batch_size=8",
+        "ppo.mini_batch_size=8",
+        "ppo.ppo_epochs=1",
+        "ppo_train.max_steps=2",
+        "ppo_sampling.max_new_tokens=8",
+        "eval_per_family=2",
+        "eval_max_new_tokens=8",
+    ];
+    let run = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_align"));
+        c.args(["demo", "--out", out.to_str().unwrap()]).env("RAYON_NUM_THREADS", "2");
+        for s in sets {
+            c.args(["--set", s]);
+        }
+        let o = c.output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "demo failed:\n{text}");
+        text
+    };
+    let first = run();
+    for stage in ["gym", "tokenizer", "pretrain", "sft", "onpolicy", "rm", "dpo", "ppo"] {
+        assert!(out.join(stage).join("DONE").exists(), "stage {stage} left no DONE marker:\n{first}");
+    }
+    for f in ["raw.json", "sft.json", "dpo.json", "ppo.json", "stages.json"] {
+        assert!(out.join("eval").join(f).exists(), "eval/{f} missing");
+    }
+    assert!(out.join("report.md").exists());
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("aligned (PPO)") && report.contains("aligned (DPO)"), "{report}");
+    assert!(out.join("ppo/rollouts.jsonl").exists());
+    // Second run: every stage is cached, only the report is rebuilt.
+    let t = std::time::Instant::now();
+    let second = run();
+    assert!(!second.contains("parameters: held-out loss"), "pretraining ran again:\n{second}");
+    assert!(t.elapsed().as_secs() < 60, "the cached demo took {:?}", t.elapsed());
+}
