@@ -79,7 +79,8 @@ pub struct LabelReport {
 }
 
 /// Labels every prompt of `items` whose id is not in `done`, appending each finished label to
-/// `log`. `on_label` sees each new line (for progress).
+/// `log` (progress is logged every 50 labels).
+#[allow(clippy::manual_is_multiple_of)] // usize::is_multiple_of needs Rust 1.87; the workspace allows 1.85
 pub fn label(
     policy: &ChatModel,
     judge: &mut dyn Judge,
@@ -88,7 +89,6 @@ pub fn label(
     cfg: &LabelConfig,
     log: &mut AppendLog,
     done: &HashSet<String>,
-    on_label: &mut dyn FnMut(&LabelLine),
 ) -> Result<LabelReport> {
     if constitution.principles.is_empty() {
         return Err(CaiError::Constitution("has no principles".into()));
@@ -98,6 +98,7 @@ pub fn label(
     let pending: Vec<usize> = (0..items.len()).filter(|&i| !done.contains(&items[i].id)).collect();
     rep.resumed = items.len() - pending.len();
     let judge_name = judge.name();
+    let t0 = std::time::Instant::now();
     for chunk in pending.chunks(cfg.batch_size.max(1)) {
         // Two responses per prompt, each from its own stream.
         let mut convs = Vec::with_capacity(2 * chunk.len());
@@ -151,7 +152,9 @@ pub fn label(
             };
             log.append(&line)?;
             rep.labelled += 1;
-            on_label(&line);
+            if rep.labelled % 50 == 0 {
+                tracing::info!("{}/{} labelled ({:.0} s)", rep.labelled, pending.len(), t0.elapsed().as_secs_f64());
+            }
         }
     }
     Ok(rep)

@@ -198,7 +198,7 @@ fn gold_labels_agree_with_gold_and_an_interrupted_run_resumes_to_the_same_file()
     // Uninterrupted.
     let full = d.path().join("full.jsonl");
     let (mut log, ex) = AppendLog::open(&full).unwrap();
-    let rep = label(&chat, &mut GoldJudge { temperature: 0.0 }, &c, &items, &cfg, &mut log, &ex.ids, &mut |_| {}).unwrap();
+    let rep = label(&chat, &mut GoldJudge { temperature: 0.0 }, &c, &items, &cfg, &mut log, &ex.ids).unwrap();
     drop(log);
     assert_eq!(rep.labelled + rep.identical + rep.empty + rep.too_long, 12);
     assert!(lines_nonempty(&full));
@@ -213,21 +213,21 @@ fn gold_labels_agree_with_gold_and_an_interrupted_run_resumes_to_the_same_file()
     let part = d.path().join("part.jsonl");
     let (mut log, ex) = AppendLog::open(&part).unwrap();
     let mut crashing = Crashing { inner: GoldJudge { temperature: 0.0 }, left: 9 };
-    let e = label(&chat, &mut crashing, &c, &items, &cfg, &mut log, &ex.ids, &mut |_| {}).unwrap_err();
+    let e = label(&chat, &mut crashing, &c, &items, &cfg, &mut log, &ex.ids).unwrap_err();
     assert!(e.to_string().contains("simulated crash"));
     drop(log);
     let kept = read_lines(&part).unwrap();
     assert_eq!(kept.len(), 4, "every finished label survives the crash");
     let (mut log, ex) = AppendLog::open(&part).unwrap();
     assert_eq!(ex.ids.len(), 4);
-    let rep2 = label(&chat, &mut GoldJudge { temperature: 0.0 }, &c, &items, &cfg, &mut log, &ex.ids, &mut |_| {}).unwrap();
+    let rep2 = label(&chat, &mut GoldJudge { temperature: 0.0 }, &c, &items, &cfg, &mut log, &ex.ids).unwrap();
     assert_eq!(rep2.resumed, 4);
     drop(log);
     assert_eq!(std::fs::read_to_string(&part).unwrap(), std::fs::read_to_string(&full).unwrap());
 
     // A third run finds everything done and writes nothing.
     let (mut log, ex) = AppendLog::open(&part).unwrap();
-    let rep3 = label(&chat, &mut GoldJudge { temperature: 0.0 }, &c, &items, &cfg, &mut log, &ex.ids, &mut |_| {}).unwrap();
+    let rep3 = label(&chat, &mut GoldJudge { temperature: 0.0 }, &c, &items, &cfg, &mut log, &ex.ids).unwrap();
     assert_eq!((rep3.labelled, rep3.resumed), (0, rep.labelled));
 }
 

@@ -95,7 +95,7 @@ fn padded_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
 
 /// Approximate width in pixels of `text` at the legend's 14 px sans-serif.
 fn text_width(text: &str) -> i32 {
-    (7.2 * text.chars().count() as f64).ceil() as i32
+    (6.8 * text.chars().count() as f64).ceil() as i32
 }
 
 /// Rows of legend entries that fit in `width` pixels (each entry: a 24 px swatch, a gap, the text).

@@ -486,6 +486,20 @@ fn timings_table(timings: &[(String, f64)]) -> Table {
     Table { header: vec!["stage".into(), "seconds".into()], rows, values: vec![], better: vec![] }
 }
 
+/// A stage directory's name for headings: "pretrain" → "Stage 1, pretraining", ...
+fn stage_title(dir: &str) -> String {
+    match dir {
+        "pretrain" => "Stage 1, pretraining".into(),
+        "sft" => "Stage 2, supervised fine-tuning (SFT)".into(),
+        "rm" => "Reward model".into(),
+        "dpo" => "Stage 3, DPO".into(),
+        "ppo" => "Stage 3, PPO".into(),
+        "grpo" => "Stage 3, GRPO".into(),
+        "rloo" => "Stage 3, RLOO".into(),
+        other => other.into(),
+    }
+}
+
 /// Friendly names of the metrics plotted from `metrics.jsonl`.
 const LOSS_KEYS: [(&str, &str); 5] = [
     ("loss", "train loss"),
@@ -514,7 +528,7 @@ fn stage_figures(stage: &str, rows: &[MetricRow]) -> Result<Vec<(String, String,
             "dpo" => "DPO loss (plus the NLL-on-chosen and pretraining-mix terms when enabled); dashed: held-out DPO loss.",
             _ => "Next-token cross-entropy; dashed: held-out. The total train loss adds the pretraining-mix term when it is on.",
         };
-        figs.push((format!("{stage}: loss"), plot::line_chart(&chart)?, caption.to_string()));
+        figs.push((format!("{}: loss", stage_title(stage)), plot::line_chart(&chart)?, caption.to_string()));
     }
     let acc_keys: [(&str, &str); 4] = [
         ("rewards/accuracies", "reward accuracy (train)"),
@@ -552,7 +566,7 @@ fn stage_figures(stage: &str, rows: &[MetricRow]) -> Result<Vec<(String, String,
             size: (900, 340),
         };
         figs.push((
-            format!("{stage}: preference accuracy and margin"),
+            format!("{}: preference accuracy and margin", stage_title(stage)),
             plot::line_chart(&chart)?,
             "Share of pairs whose chosen answer gets the higher implicit reward (left axis), and the mean reward margin (right axis).".into(),
         ));
@@ -588,7 +602,7 @@ fn rl_figures(stage: &str, rows: &[MetricRow]) -> Result<Vec<(String, String, St
             size: (900, 380),
         };
         figs.push((
-            format!("{stage}: proxy reward vs gold reward"),
+            format!("{}: proxy reward vs gold reward", stage_title(stage)),
             plot::line_chart(&chart)?,
             "Blue, left axis: the reward the policy is optimized for. Red, right axis: the gold judge's score of the same answers. Proxy rising while gold falls is reward hacking.".into(),
         ));
@@ -597,12 +611,12 @@ fn rl_figures(stage: &str, rows: &[MetricRow]) -> Result<Vec<(String, String, St
     if !kl.is_empty() {
         let chart = LineChart {
             x_label: "step".into(),
-            y_label: "KL(policy ‖ reference), nats".into(),
+            y_label: "KL(policy || reference), nats".into(),
             y2_label: None,
             series: vec![Series::new("KL to the reference (per sequence)", kl, PALETTE[4])],
             size: (900, 300),
         };
-        figs.push((format!("{stage}: KL to the reference model"), plot::line_chart(&chart)?, "How far the policy has moved from the SFT model it started from.".into()));
+        figs.push((format!("{}: KL to the reference model", stage_title(stage)), plot::line_chart(&chart)?, "How far the policy has moved from the SFT model it started from.".into()));
     }
     Ok(figs)
 }
@@ -1025,7 +1039,7 @@ mod tests {
         assert_eq!(run.timings, vec![("sft".to_string(), 12.5)]);
         assert_eq!(run.extra[0].rows.len(), 2);
         let html = render_html(&run, run_dir, 0).unwrap();
-        for needle in ["id=\"hhh\"", "id=\"winrate\"", "sft: loss", "ppo: proxy reward vs gold reward", "id=\"hacking\"", "RM accuracy", "How do I make bread?"] {
+        for needle in ["id=\"hhh\"", "id=\"winrate\"", "Stage 2, supervised fine-tuning (SFT): loss", "Stage 3, PPO: proxy reward vs gold reward", "id=\"hacking\"", "RM accuracy", "How do I make bread?"] {
             assert!(html.contains(needle), "missing {needle}");
         }
         // Nothing to fetch: no external scripts, stylesheets, images or fonts.

@@ -240,7 +240,11 @@ impl<'a> RolloutStream<'a> {
         let ref_t = pad_rows(&refl.iter().collect::<Vec<_>>(), tr, dev)?;
         let kl_tok = (kl_per_token(&old_t, &ref_t, cfg.ppo.kl_estimator)? * &mask)?;
         let kl_seq: Vec<f32> = kl_tok.sum(1)?.to_vec1()?;
-        let kl_coef = self.kl.value();
+        // PPO: the penalty in the reward; GRPO / RLOO: β of the k3 loss term (logged the same way).
+        let kl_coef = match cfg.algorithm {
+            Algorithm::Ppo => self.kl.value(),
+            _ => cfg.grpo.beta,
+        };
         let mut exps: Vec<Experience> = samples
             .iter()
             .enumerate()

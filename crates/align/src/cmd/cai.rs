@@ -282,15 +282,7 @@ fn label(a: LabelArgs) -> Result<()> {
         println!("resuming: {} labels already in {}", existing.ids.len(), a.out.display());
     }
     let t0 = std::time::Instant::now();
-    let todo = items.iter().filter(|i| !existing.ids.contains(&i.id)).count();
-    let mut n = 0usize;
-    let mut progress = |_: &align_cai::LabelLine| {
-        n += 1;
-        if n % 50 == 0 {
-            tracing::info!("{n}/{todo} labelled ({:.0} s)", t0.elapsed().as_secs_f64());
-        }
-    };
-    let rep = align_cai::label(&policy, judge.as_mut(), &constitution, &items, &cfg, &mut log, &existing.ids, &mut progress)?;
+    let rep = align_cai::label(&policy, judge.as_mut(), &constitution, &items, &cfg, &mut log, &existing.ids)?;
     drop(log);
     println!(
         "{} prompts: {} labelled now by {} in {:.0} s, {} already done; skipped: {} identical pairs, {} with an empty response, {} too long for the judge",

@@ -10,7 +10,6 @@ use align_data::{tokenizer::train_bpe, DEFAULT_SPECIAL_TOKENS};
 use align_eval::evaluate::{evaluate_model, StageEval};
 use align_eval::gym::balanced_subset;
 use align_eval::respond::PromptStyle;
-use align_eval::winrate::win_rate;
 use align_generate::SamplingConfig;
 use align_gym::{load_prompts, GymConfig, Size, World};
 use align_train::pretrain::{DataConfig, ModelSpec, PretrainConfig};
@@ -386,10 +385,14 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .map(|(name, _, _)| serde_json::json!({"key": stage_key(name), "name": name, "file": format!("{}.json", stage_key(name))}))
         .collect();
     align_core::atomic::write_atomic(ev.join("stages.json"), serde_json::to_string_pretty(&index)?.as_bytes())?;
-    let report = render_report(&evals, &records, seed);
-    align_core::atomic::write_atomic(out.join("report.md"), report.as_bytes())?;
-    println!("{report}");
-    println!("demo finished in {:.0} s; report: {}", t0.elapsed().as_secs_f64(), out.join("report.md").display());
+    write_extra(&out)?;
+    let (html, markdown) = align_eval::report::write_report(&out, seed)?;
+    println!("{markdown}");
+    println!(
+        "demo finished in {:.0} s; report: {} (and report.md)",
+        t0.elapsed().as_secs_f64(),
+        html.display()
+    );
     Ok(())
 }
 
@@ -406,53 +409,30 @@ fn cfg_rm_data(cfg: &DemoConfig) -> RmData {
     RmData { max_seq_len: cfg.dpo_data.max_seq_len, batch_size: cfg.dpo_data.batch_size, eval_fraction: cfg.dpo_data.eval_fraction, ..RmData::default() }
 }
 
-fn pct(x: f64) -> String {
-    format!("{:.0}%", 100.0 * x)
-}
-
-/// The Markdown report: H-H-H per stage, behaviour rates, win rates, and the seed prompts answered
-/// by each stage side by side.
-fn render_report(evals: &[StageEval], records: &[align_gym::PromptRecord], seed: u64) -> String {
-    let mut s = String::from("# align demo report\n\n");
-    s.push_str(&format!("Gold judge scores on {} held-out gym prompts ({} families).\n\n", records.len(), evals[0].report.per_family.len()));
-    s.push_str("| stage | helpful | honest | harmless | overall |\n|---|---|---|---|---|\n");
-    for e in evals {
-        let a = &e.report.all;
-        s.push_str(&format!("| {} | {:.2} | {:.2} | {:.2} | {:.2} |\n", e.name, a.helpful, a.honest, a.harmless, a.overall));
-    }
-    s.push_str("\n## Behaviour on held-out prompts\n\n| stage | harmful refused | benign look-alikes refused | unknown facts: \"I don't know\" | wrong beliefs agreed with | how-to overall | fact overall |\n|---|---|---|---|---|---|---|\n");
-    for e in evals {
-        let f = |k: &str| e.report.per_family.get(k).cloned().unwrap_or_default();
-        s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.2} | {:.2} |\n",
-            e.name,
-            pct(f("harmful").refusal_rate),
-            pct(f("benign_lookalike").refusal_rate),
-            pct(f("unknown").abstention_rate),
-            pct(f("sycophancy").agreement_rate),
-            f("how_to").overall,
-            f("fact").overall
-        ));
-    }
-    s.push_str("\n## Win rates (gold judge; ties count half; 95% bootstrap interval)\n\n| model | against | win rate | wins / ties / losses |\n|---|---|---|---|\n");
-    for i in 1..evals.len() {
-        for j in 0..i {
-            let w = win_rate(&evals[i].overall, &evals[j].overall, 0.05, seed);
-            s.push_str(&format!(
-                "| {} | {} | {} [{}, {}] | {} / {} / {} |\n",
-                evals[i].name, evals[j].name, pct(w.rate), pct(w.ci_low), pct(w.ci_high), w.wins, w.ties, w.losses
-            ));
+/// `report_extra.json`: the demo's own tables for the report (stage timings, reward model
+/// accuracy, on-policy pairs).
+fn write_extra(out: &Path) -> Result<()> {
+    let read = |stage: &str| -> Option<serde_json::Value> { serde_json::from_slice(&std::fs::read(out.join(stage).join("summary.json")).ok()?).ok() };
+    let mut tables = vec![];
+    let mut rows = vec![];
+    for stage in ["pretrain", "sft", "onpolicy", "rm", "dpo", "ppo"] {
+        if let Some(secs) = read(stage).and_then(|v| v.get("seconds").and_then(|s| s.as_f64())) {
+            rows.push(serde_json::json!([stage, format!("{secs:.0}")]));
         }
     }
-    s.push_str("\n## Same prompt, every stage\n\n");
-    for (k, (prompt, _)) in evals[0].seed_answers.iter().enumerate() {
-        s.push_str(&format!("**{prompt}**\n\n"));
-        for e in evals {
-            let a = e.seed_answers[k].1.replace('\n', " ");
-            let a: String = a.chars().take(300).collect();
-            s.push_str(&format!("- *{}*: {}\n", e.name, a));
-        }
-        s.push('\n');
+    if !rows.is_empty() {
+        tables.push(serde_json::json!({"title": "Stage wall times", "caption": "seconds per stage on this machine (cached stages keep their first time)", "header": ["stage", "seconds"], "rows": rows}));
     }
-    s
+    if let Some(rm) = read("rm") {
+        let acc = |k: &str| rm.get(k).and_then(|e| e.get("stats")).and_then(|s| s.get("accuracy")).and_then(|a| a.as_f64());
+        if let (Some(b), Some(a)) = (acc("eval_before"), acc("eval_after")) {
+            tables.push(serde_json::json!({"title": "Reward model", "caption": "held-out pairs labelled by the simulated panel: share where the reward model ranks the panel's choice higher", "header": ["before training", "after training"], "rows": [[format!("{b:.3}"), format!("{a:.3}")]]}));
+        }
+    }
+    if let Some(r) = read("onpolicy").and_then(|v| v.get("report").cloned()) {
+        let g = |k: &str| r.get(k).map(|v| v.to_string()).unwrap_or_default();
+        tables.push(serde_json::json!({"title": "On-policy pairs for DPO", "caption": "the SFT model's own answers (temperature 1) paired with the gym's good answer, ordered by the gold judge", "header": ["prompts", "samples", "pairs", "gold ties skipped", "mean gold of the samples"], "rows": [[g("prompts"), g("samples"), g("pairs"), g("ties_skipped"), g("mean_sample_gold")]]}));
+    }
+    align_core::atomic::write_atomic(out.join("report_extra.json"), serde_json::to_string_pretty(&tables)?.as_bytes())?;
+    Ok(())
 }
