@@ -16,6 +16,9 @@ pub enum CaiError {
     /// A judge prompt longer than the judge model's context (the comparison is skipped).
     #[error("judge prompt of {tokens} tokens exceeds the model's context of {max}")]
     TooLong { tokens: usize, max: usize },
+    /// The judge answered, but named neither option (the comparison is skipped).
+    #[error("the judge named neither option: {0}")]
+    Unanswered(String),
     #[error("judge: {0}")]
     Judge(String),
     #[error("{0}")]

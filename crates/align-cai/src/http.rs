@@ -7,6 +7,9 @@
 //! that returns no log-probs is asked `votes` times at temperature 1 and P(A) is the share of
 //! sampled answers that pick (A) ("sampled votes").
 //!
+//! A reply whose log-probs hold no option token, or whose votes all name neither option, is
+//! [`CaiError::Unanswered`]: `align cai label` skips that pair and counts it.
+//!
 //! Every request has a timeout; transport errors, timeouts, HTTP 429 and 5xx, and malformed
 //! replies are retried with exponential backoff; other 4xx answers fail at once (a wrong URL or
 //! model name does not get better by retrying).
@@ -49,7 +52,7 @@ pub struct HttpJudgeConfig {
     pub readout: Readout,
     /// Sampled answers per question when voting. Default 5.
     pub votes: usize,
-    /// Alternatives requested per answer position (`top_logprobs`). Default 10.
+    /// Alternatives requested per answer position (`top_logprobs`). Default 20 (OpenAI's most).
     pub top_logprobs: usize,
     /// Solved comparison examples from the constitution before each question. Default 0.
     pub few_shot: usize,
@@ -68,7 +71,7 @@ impl Default for HttpJudgeConfig {
             backoff_ms: 500,
             readout: Readout::Auto,
             votes: 5,
-            top_logprobs: 10,
+            top_logprobs: 20,
             few_shot: 0,
             seed: 0,
         }
@@ -243,32 +246,38 @@ impl HttpJudge {
         b
     }
 
+    /// P(A) from one greedy request with log-probs; `Ok(None)` when the endpoint returns none.
     fn by_logprobs(&mut self, prompt: &str) -> Result<Option<f64>> {
         let body = self.body(prompt, 0.0, self.cfg.seed, true);
-        let strict = self.cfg.readout == Readout::Logprobs;
-        let p = self.request(&body, |v| match prob_from_logprobs(v) {
-            Ok(None) if strict => Err("reply has no log-probs (readout = logprobs)".into()),
-            Ok(p) => Ok(p),
-            // Log-probs without an option token: the answer is still a vote in Auto mode.
-            Err(_) if !strict => Ok(None),
-            Err(e) => Err(e),
-        })?;
-        Ok(p)
+        // A reply without log-probs parses as Ok(None); no option among them is an answer too.
+        let reply = self.request(&body, |v| Ok(prob_from_logprobs(v)))?;
+        match reply {
+            Ok(Some(p)) => Ok(Some(p)),
+            Ok(None) if self.cfg.readout == Readout::Logprobs => {
+                Err(CaiError::Http { url: self.endpoint.clone(), message: "the endpoint returned no log-probs (readout = logprobs)".into() })
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(CaiError::Unanswered(e)),
+        }
     }
 
+    /// P(A) = share of `votes` sampled answers that pick (A); answers naming neither abstain.
     fn by_votes(&mut self, prompt: &str) -> Result<f64> {
         let (mut a, mut b) = (0usize, 0usize);
+        let mut last = String::new();
         for k in 0..self.cfg.votes {
             let body = self.body(prompt, 1.0, self.cfg.seed.wrapping_add(k as u64), false);
-            let vote = self.request(&body, |v| {
-                let text = v.pointer("/choices/0/message/content").and_then(Value::as_str).ok_or("reply has no choices[0].message.content string")?;
-                parse_vote(text).ok_or_else(|| format!("answer names neither (A) nor (B): {:?}", text.chars().take(100).collect::<String>()))
+            let text = self.request(&body, |v| {
+                v.pointer("/choices/0/message/content").and_then(Value::as_str).map(str::to_string).ok_or_else(|| "reply has no choices[0].message.content string".to_string())
             })?;
-            if vote == 'A' {
-                a += 1
-            } else {
-                b += 1
+            match parse_vote(&text) {
+                Some('A') => a += 1,
+                Some(_) => b += 1,
+                None => last = text.chars().take(100).collect(),
             }
+        }
+        if a + b == 0 {
+            return Err(CaiError::Unanswered(format!("none of {} sampled answers names (A) or (B); last: {last:?}", self.cfg.votes)));
         }
         Ok(a as f64 / (a + b) as f64)
     }

@@ -76,6 +76,8 @@ pub struct LabelReport {
     pub empty: usize,
     /// Pairs whose judge prompt exceeded the judge's context (not written).
     pub too_long: usize,
+    /// Pairs the judge answered with neither option (not written).
+    pub unanswered: usize,
 }
 
 /// Labels every prompt of `items` whose id is not in `done`, appending each finished label to
@@ -128,6 +130,11 @@ pub fn label(
                 Ok(v) => v,
                 Err(CaiError::TooLong { .. }) => {
                     rep.too_long += 1;
+                    continue;
+                }
+                Err(CaiError::Unanswered(why)) => {
+                    tracing::debug!("{}: {why}", item.id);
+                    rep.unanswered += 1;
                     continue;
                 }
                 Err(e) => return Err(e),

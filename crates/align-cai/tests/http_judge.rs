@@ -165,7 +165,22 @@ fn strict_logprobs_mode_rejects_replies_without_them() {
     let s = serve(|_, _| Reply::Json(text_reply("(A)")));
     let mut j = HttpJudge::new(HttpJudgeConfig { readout: Readout::Logprobs, ..config(&s.url) }, None).unwrap();
     let e = ask(&mut j, "x", "y").unwrap_err().to_string();
-    assert!(e.contains("no log-probs") && e.contains("after 2 attempts") && e.contains("/v1/chat/completions"), "{e}");
+    assert!(e.contains("no log-probs") && e.contains("/v1/chat/completions"), "{e}");
+    assert_eq!(s.count.load(Ordering::SeqCst), 1, "a missing capability is not retried");
+}
+
+#[test]
+fn logprobs_without_an_option_token_leave_the_question_unanswered() {
+    let reply = json!({"choices": [{"message": {"content": "Critique"}, "logprobs": {"content": [
+        {"token": "Crit", "logprob": -0.2, "top_logprobs": [{"token": "Crit", "logprob": -0.2}, {"token": "The", "logprob": -2.0}]}
+    ]}}]});
+    let s = serve(move |_, _| Reply::Json(reply.clone()));
+    let mut j = HttpJudge::new(config(&s.url), None).unwrap();
+    assert!(matches!(ask(&mut j, "x", "y"), Err(align_cai::CaiError::Unanswered(_))));
+    // The endpoint does offer log-probs: the next question asks for them again (no switch to votes).
+    let _ = ask(&mut j, "x", "y");
+    assert_eq!(s.count.load(Ordering::SeqCst), 2);
+    assert_eq!(j.stats.vote_answers, 0);
 }
 
 #[test]
@@ -220,10 +235,14 @@ fn client_errors_fail_at_once() {
 
 #[test]
 fn unparseable_votes_and_refused_connections_are_errors() {
+    // Votes naming neither option abstain; only if all do is the question unanswered.
+    let s = serve(|n, _| Reply::Json(text_reply(if n == 1 { "(B)" } else { "Both are fine." })));
+    let mut j = HttpJudge::new(HttpJudgeConfig { readout: Readout::Votes, votes: 3, ..config(&s.url) }, None).unwrap();
+    assert_eq!(ask(&mut j, "x", "y").unwrap(), 0.0);
     let s = serve(|_, _| Reply::Json(text_reply("Both are fine.")));
     let mut j = HttpJudge::new(HttpJudgeConfig { readout: Readout::Votes, votes: 3, ..config(&s.url) }, None).unwrap();
-    let e = ask(&mut j, "x", "y").unwrap_err().to_string();
-    assert!(e.contains("neither (A) nor (B)"), "{e}");
+    let e = ask(&mut j, "x", "y").unwrap_err();
+    assert!(matches!(e, align_cai::CaiError::Unanswered(_)) && e.to_string().contains("Both are fine."), "{e}");
 
     // Nothing listens on this port (bound, then dropped).
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

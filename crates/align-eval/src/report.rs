@@ -144,6 +144,13 @@ pub fn metric_series(rows: &[MetricRow], key: &str) -> Vec<(f64, f64)> {
     by_step.values().map(|(s, sum, n)| (*s, sum / *n as f64)).collect()
 }
 
+/// (x, y) of the steps where both `x_key` and `y_key` were logged (each averaged per step), in
+/// step order: e.g. reward against KL.
+pub fn paired_series(rows: &[MetricRow], x_key: &str, y_key: &str) -> Vec<(f64, f64)> {
+    let xs: BTreeMap<i64, f64> = metric_series(rows, x_key).into_iter().map(|(s, v)| ((s * 1000.0).round() as i64, v)).collect();
+    metric_series(rows, y_key).into_iter().filter_map(|(s, y)| xs.get(&((s * 1000.0).round() as i64)).map(|x| (*x, y))).collect()
+}
+
 /// The evaluated stages, from `eval/stages.json` or the fallback file names.
 fn load_stages(eval_dir: &Path) -> Result<Vec<Stage>> {
     let index = eval_dir.join("stages.json");
@@ -607,6 +614,30 @@ fn rl_figures(stage: &str, rows: &[MetricRow]) -> Result<Vec<(String, String, St
             "Blue, left axis: the reward the policy is optimized for. Red, right axis: the gold judge's score of the same answers. Proxy rising while gold falls is reward hacking.".into(),
         ));
     }
+    let proxy_kl = paired_series(rows, "objective/kl", "objective/scores");
+    let gold_kl = paired_series(rows, "objective/kl", "gold/mean");
+    if !proxy_kl.is_empty() || !gold_kl.is_empty() {
+        let mut series = vec![];
+        if !proxy_kl.is_empty() {
+            series.push(Series::new("proxy reward (reward model)", proxy_kl, PALETTE[0]));
+        }
+        if !gold_kl.is_empty() {
+            series.push(Series::new("gold reward (judge)", gold_kl, PALETTE[3]).dashed().right());
+        }
+        let has_right = series.iter().any(|s| s.right_axis);
+        let chart = LineChart {
+            x_label: "KL(policy || reference), nats".into(),
+            y_label: "proxy reward".into(),
+            y2_label: has_right.then(|| "gold reward (0–1)".into()),
+            series,
+            size: (900, 360),
+        };
+        figs.push((
+            format!("{}: reward against KL", stage_title(stage)),
+            plot::line_chart(&chart)?,
+            "Each point is a rollout, joined in step order. The KL budget buys proxy reward; gold reward should rise with it, and turning down while proxy keeps rising marks overoptimization (Gao et al. 2022).".into(),
+        ));
+    }
     let kl = metric_series(rows, "objective/kl");
     if !kl.is_empty() {
         let chart = LineChart {
@@ -621,32 +652,50 @@ fn rl_figures(stage: &str, rows: &[MetricRow]) -> Result<Vec<(String, String, St
     Ok(figs)
 }
 
-/// Proxy (solid, left axis) and gold (dashed, right axis) reward vs step, one colour per variant.
-fn hacking_figure(variants: &[(String, Vec<MetricRow>)]) -> Result<Option<String>> {
-    let mut series = vec![];
+/// The reward-hacking figures: proxy (solid, left axis) and gold (dashed, right axis) reward,
+/// one colour per variant, against step and (when KL is logged) against KL.
+fn hacking_figures(variants: &[(String, Vec<MetricRow>)]) -> Result<Option<(String, Option<String>)>> {
+    let chart = |x_label: &str, series: Vec<Series>, size: (u32, u32)| -> Result<Option<String>> {
+        if series.is_empty() {
+            return Ok(None);
+        }
+        let has_right = series.iter().any(|s| s.right_axis);
+        let c = LineChart {
+            x_label: x_label.into(),
+            y_label: "proxy reward (solid)".into(),
+            y2_label: has_right.then(|| "gold reward (dashed)".into()),
+            series,
+            size,
+        };
+        plot::line_chart(&c).map(Some)
+    };
+    let mut by_step = vec![];
+    let mut by_kl = vec![];
     for (i, (name, rows)) in variants.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
-        let proxy = metric_series(rows, "objective/scores");
-        let gold = metric_series(rows, "gold/mean");
-        if !proxy.is_empty() {
-            series.push(Series::new(format!("{name}: proxy"), proxy, color));
-        }
-        if !gold.is_empty() {
-            series.push(Series::new(format!("{name}: gold"), gold, color).dashed().right());
+        for (key, what, dashed) in [("objective/scores", "proxy", false), ("gold/mean", "gold", true)] {
+            let step = metric_series(rows, key);
+            let kl = paired_series(rows, "objective/kl", key);
+            let mk = |pts| {
+                let s = Series::new(format!("{name}: {what}"), pts, color);
+                if dashed {
+                    s.dashed().right()
+                } else {
+                    s
+                }
+            };
+            if !step.is_empty() {
+                by_step.push(mk(step));
+            }
+            if !kl.is_empty() {
+                by_kl.push(mk(kl));
+            }
         }
     }
-    if series.is_empty() {
-        return Ok(None);
+    match chart("step", by_step, (1000, 420))? {
+        Some(s) => Ok(Some((s, chart("KL(policy || reference), nats", by_kl, (1000, 420))?))),
+        None => Ok(None),
     }
-    let has_right = series.iter().any(|s| s.right_axis);
-    let chart = LineChart {
-        x_label: "step".into(),
-        y_label: "proxy reward (solid)".into(),
-        y2_label: has_right.then(|| "gold reward (dashed)".into()),
-        series,
-        size: (1000, 420),
-    };
-    plot::line_chart(&chart).map(Some)
 }
 
 const CSS: &str = r#"
@@ -788,10 +837,13 @@ pub fn render_html(run: &RunData, run_dir: &Path, seed: u64) -> Result<String> {
         body.push_str("</section>");
     }
 
-    if let Some(svg) = hacking_figure(&run.hacking)? {
+    if let Some((by_step, by_kl)) = hacking_figures(&run.hacking)? {
         toc.push(("hacking", "reward hacking"));
         body.push_str("<section id=\"hacking\"><h2>Reward hacking: proxy vs gold reward</h2><p class=\"note\">The same RL run with different KL penalties (<code>hacking/&lt;variant&gt;</code>). Solid lines: the reward model's score that the policy maximizes (left axis). Dashed: the gold judge's score of the same samples (right axis). Without the KL penalty the proxy keeps rising while gold stalls or falls (Gao et al. 2022).</p>");
-        figure(&mut body, "Proxy and gold reward per step, by KL penalty", &svg, "");
+        figure(&mut body, "Proxy and gold reward per step, by KL penalty", &by_step, "");
+        if let Some(svg) = by_kl {
+            figure(&mut body, "Proxy and gold reward against KL to the reference, by KL penalty", &svg, "Each point is a rollout. Read it as Gao et al.'s overoptimization curves: how much gold reward each nat of KL buys.");
+        }
         body.push_str("</section>");
     }
 
@@ -1036,10 +1088,12 @@ mod tests {
         // Two rollouts of the same step are averaged.
         assert_eq!(metric_series(&run.rollouts[0].1, "objective/scores"), vec![(1.0, 0.2)]);
         assert_eq!(run.hacking[0].0, "kl0");
+        // Reward against KL: only the step where both were logged, KL averaged over its rows.
+        assert_eq!(paired_series(&run.rollouts[0].1, "objective/kl", "gold/mean"), vec![(0.0, 0.4)]);
         assert_eq!(run.timings, vec![("sft".to_string(), 12.5)]);
         assert_eq!(run.extra[0].rows.len(), 2);
         let html = render_html(&run, run_dir, 0).unwrap();
-        for needle in ["id=\"hhh\"", "id=\"winrate\"", "Stage 2, supervised fine-tuning (SFT): loss", "Stage 3, PPO: proxy reward vs gold reward", "id=\"hacking\"", "RM accuracy", "How do I make bread?"] {
+        for needle in ["id=\"hhh\"", "id=\"winrate\"", "Stage 2, supervised fine-tuning (SFT): loss", "Stage 3, PPO: proxy reward vs gold reward", "Stage 3, PPO: reward against KL", "id=\"hacking\"", "RM accuracy", "How do I make bread?"] {
             assert!(html.contains(needle), "missing {needle}");
         }
         // Nothing to fetch: no external scripts, stylesheets, images or fonts.

@@ -285,8 +285,8 @@ fn label(a: LabelArgs) -> Result<()> {
     let rep = align_cai::label(&policy, judge.as_mut(), &constitution, &items, &cfg, &mut log, &existing.ids)?;
     drop(log);
     println!(
-        "{} prompts: {} labelled now by {} in {:.0} s, {} already done; skipped: {} identical pairs, {} with an empty response, {} too long for the judge",
-        rep.prompts, rep.labelled, judge.name(), t0.elapsed().as_secs_f64(), rep.resumed, rep.identical, rep.empty, rep.too_long
+        "{} prompts: {} labelled now by {} in {:.0} s, {} already done; skipped: {} identical pairs, {} with an empty response, {} too long for the judge, {} unanswered by the judge",
+        rep.prompts, rep.labelled, judge.name(), t0.elapsed().as_secs_f64(), rep.resumed, rep.identical, rep.empty, rep.too_long, rep.unanswered
     );
     let lines = read_lines(&a.out)?;
     let ag = agreement(&lines, a.min_gold_margin);

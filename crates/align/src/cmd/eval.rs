@@ -37,7 +37,7 @@ pub struct EvalArgs {
     /// XSTest xstest_prompts.csv: refusal of safe (over-refusal) and unsafe prompts.
     #[arg(long)]
     pub xstest: Option<PathBuf>,
-    /// Use only the first N items of each public set (0 = all).
+    /// Use only the first N items of each public set (XSTest: N safe and N unsafe; 0 = all).
     #[arg(long, default_value_t = 0)]
     pub max_items: usize,
     /// Prompts per family (0 = all).
@@ -112,7 +112,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if a.truthfulqa.is_some() || a.advbench.is_some() || a.xstest.is_some() {
         let tqa = a.truthfulqa.as_deref().map(|p| load_truthfulqa(p).with_context(|| format!("reading {}", p.display()))).transpose()?.map(|v| first_n(v, a.max_items));
         let adv = a.advbench.as_deref().map(|p| load_advbench(p).with_context(|| format!("reading {}", p.display()))).transpose()?.map(|v| first_n(v, a.max_items));
-        let xs = a.xstest.as_deref().map(|p| load_xstest(p).with_context(|| format!("reading {}", p.display()))).transpose()?.map(|v| first_n(v, a.max_items));
+        // XSTest: the first N safe and the first N unsafe prompts (the file lists all safe ones first).
+        let xs = a.xstest.as_deref().map(|p| load_xstest(p).with_context(|| format!("reading {}", p.display()))).transpose()?.map(|v| {
+            let (safe, unsafe_): (Vec<_>, Vec<_>) = v.into_iter().partition(|i| i.safe);
+            first_n(safe, a.max_items).into_iter().chain(first_n(unsafe_, a.max_items)).collect::<Vec<_>>()
+        });
         for m in &a.models {
             let (name, dir, style) = parse_model(m);
             let model = Model::from_pretrained(&dir, candle_core::DType::F32, &candle_core::Device::Cpu).with_context(|| format!("loading the model in {}", dir.display()))?;
@@ -200,6 +204,9 @@ fn print_public(results: &[PublicSets]) {
         println!("{:<24} {:<28} {:>5} {:>8} {:>8} {:>8}", "model", "set", "n", "GCG", "XSTest", "gym");
         for r in results {
             let row = |set: &str, x: &RefusalRates, authors: Detector| {
+                if x.n == 0 {
+                    return;
+                }
                 let cell = |d: Detector| format!("{:.3}{}", x.get(d), if d == authors { "*" } else { " " });
                 println!("{:<24} {:<28} {:>5} {:>8} {:>8} {:>8}", r.name, set, x.n, cell(Detector::Gcg), cell(Detector::XsTest), cell(Detector::Gym));
             };
