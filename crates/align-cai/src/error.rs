@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaiError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// (The I/O error is part of the message, not a `source`, so `{:#}` does not print it twice.)
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}:{line}: {message}")]
     Parse { path: PathBuf, line: usize, message: String },
     #[error("constitution {0}")]
@@ -14,8 +15,8 @@ pub enum CaiError {
     #[error("judge endpoint {url}: {message}")]
     Http { url: String, message: String },
     /// A judge prompt longer than the judge model's context (the comparison is skipped).
-    #[error("judge prompt of {tokens} tokens exceeds the model's context of {max}")]
-    TooLong { tokens: usize, max: usize },
+    #[error("the judge prompt is too long: {0}")]
+    TooLong(String),
     /// The judge answered, but named neither option (the comparison is skipped).
     #[error("the judge named neither option: {0}")]
     Unanswered(String),
@@ -36,8 +37,8 @@ pub enum CaiError {
 }
 
 impl CaiError {
-    pub fn io(path: &Path, source: std::io::Error) -> Self {
-        CaiError::Io { path: path.to_path_buf(), source }
+    pub fn io(path: &Path, err: std::io::Error) -> Self {
+        CaiError::Io { path: path.to_path_buf(), err }
     }
 }
 

@@ -2,13 +2,15 @@
 //! hosted API, `align serve`) answers the comparison question of [`crate::judge`].
 //!
 //! With log-probs (`"logprobs": true, "top_logprobs": k`, as vLLM and OpenAI offer them) the
-//! preference is the normalized probability of the option tokens at the first answer position
-//! (tokens such as "A", " A", "(A" all count for A), as in Bai et al. (2022, §4.1). An endpoint
+//! preference is the normalized probability of the option tokens at the answer position (the
+//! first generated token that is an option; "A", " A", "(A" all count for A), as in Bai et al.
+//! (2022, §4.1). An endpoint
 //! that returns no log-probs is asked `votes` times at temperature 1 and P(A) is the share of
 //! sampled answers that pick (A) ("sampled votes").
 //!
-//! A reply whose log-probs hold no option token, or whose votes all name neither option, is
-//! [`CaiError::Unanswered`]: `align cai label` skips that pair and counts it.
+//! A 400 reply saying the prompt exceeds the model's context (`context_length_exceeded`) is
+//! [`CaiError::TooLong`], and a reply whose log-probs hold no option token, or whose votes all name neither option, is
+//! [`CaiError::Unanswered`]: `align cai label` skips such pairs and counts them.
 //!
 //! Every request has a timeout; transport errors, timeouts, HTTP 429 and 5xx, and malformed
 //! replies are retried with exponential backoff; other 4xx answers fail at once (a wrong URL or
@@ -58,6 +60,9 @@ pub struct HttpJudgeConfig {
     pub few_shot: usize,
     /// Sent as `seed` (plus the vote's index) for reproducible votes where supported.
     pub seed: u64,
+    /// A line after the question ("Answer with (A) or (B)." by default; empty for none: the
+    /// paper's prompt ends with "The answer is:").
+    pub answer_instruction: String,
 }
 
 impl Default for HttpJudgeConfig {
@@ -74,6 +79,7 @@ impl Default for HttpJudgeConfig {
             top_logprobs: 20,
             few_shot: 0,
             seed: 0,
+            answer_instruction: "Answer with (A) or (B).".into(),
         }
     }
 }
@@ -101,6 +107,8 @@ pub struct HttpJudge {
 enum Failure {
     Retry(String),
     Fatal(String),
+    /// The server says the prompt exceeds the model's context (OpenAI's and vLLM's 400).
+    TooLong(String),
 }
 
 /// The option letter a token or an answer stands for: "A", " A", "(A", "(A)", "A." → 'A'.
@@ -125,45 +133,50 @@ pub fn parse_vote(text: &str) -> Option<char> {
     }
 }
 
-/// P(A) from an OpenAI `choices[0].logprobs.content` array: at the first position whose
-/// alternatives include an option token, the probabilities of the A-tokens and B-tokens are
-/// summed and normalized. `Ok(None)` when the reply has no log-probs at all.
+/// P(A) from an OpenAI `choices[0].logprobs.content` array, read at the answer position: the
+/// first position whose generated token is an option token ("The answer is (A)" → the "A"). There
+/// the probabilities of the A-tokens and B-tokens among the alternatives are summed and
+/// normalized. `Ok(None)` when the reply has no log-probs at all; an error when no generated
+/// token is an option (the model did not answer).
 pub fn prob_from_logprobs(reply: &Value) -> std::result::Result<Option<f64>, String> {
     let content = match reply.pointer("/choices/0/logprobs") {
         None | Some(Value::Null) => return Ok(None),
         Some(lp) => lp.get("content").and_then(Value::as_array).ok_or("logprobs has no \"content\" array")?,
     };
-    for pos in content {
-        let mut alts: Vec<(&str, f64)> = Vec::new();
-        if let Some(top) = pos.get("top_logprobs").and_then(Value::as_array) {
-            for t in top {
-                if let (Some(tok), Some(lp)) = (t.get("token").and_then(Value::as_str), t.get("logprob").and_then(Value::as_f64)) {
-                    alts.push((tok, lp));
-                }
-            }
-        }
-        if let (Some(tok), Some(lp)) = (pos.get("token").and_then(Value::as_str), pos.get("logprob").and_then(Value::as_f64)) {
-            if !alts.iter().any(|(t, _)| *t == tok) {
+    let answer = content.iter().find(|pos| pos.get("token").and_then(Value::as_str).and_then(option_of).is_some());
+    let Some(pos) = answer else {
+        let text: String = content.iter().filter_map(|p| p.get("token").and_then(Value::as_str)).collect();
+        return Err(format!("the answer names neither (A) nor (B): {:?}", text.chars().take(100).collect::<String>()));
+    };
+    let mut alts: Vec<(&str, f64)> = Vec::new();
+    if let Some(top) = pos.get("top_logprobs").and_then(Value::as_array) {
+        for t in top {
+            if let (Some(tok), Some(lp)) = (t.get("token").and_then(Value::as_str), t.get("logprob").and_then(Value::as_f64)) {
                 alts.push((tok, lp));
             }
         }
-        let (mut pa, mut pb) = (0.0f64, 0.0f64);
-        for (tok, lp) in alts {
-            if !lp.is_finite() && lp != f64::NEG_INFINITY {
-                return Err(format!("log-prob {lp} of token {tok:?} is not a number"));
-            }
-            match option_of(tok) {
-                Some('A') => pa += lp.exp(),
-                Some('B') => pb += lp.exp(),
-                _ => {}
-            }
-        }
-        if pa + pb > 0.0 {
-            // Softmax over the two options' total probabilities.
-            return Ok(Some(normalize(pa.ln(), pb.ln())));
+    }
+    if let (Some(tok), Some(lp)) = (pos.get("token").and_then(Value::as_str), pos.get("logprob").and_then(Value::as_f64)) {
+        if !alts.iter().any(|(t, _)| *t == tok) {
+            alts.push((tok, lp));
         }
     }
-    Err("no (A) or (B) token among the returned log-probs".into())
+    let (mut pa, mut pb) = (0.0f64, 0.0f64);
+    for (tok, lp) in alts {
+        if lp.is_nan() || lp > 0.0 {
+            return Err(format!("log-prob {lp} of token {tok:?} is not a log-probability"));
+        }
+        match option_of(tok) {
+            Some('A') => pa += lp.exp(),
+            Some('B') => pb += lp.exp(),
+            _ => {}
+        }
+    }
+    if pa + pb <= 0.0 {
+        return Err("the option tokens have probability 0".into());
+    }
+    // Softmax over the two options' total probabilities.
+    Ok(Some(normalize(pa.ln(), pb.ln())))
 }
 
 impl HttpJudge {
@@ -204,6 +217,9 @@ impl HttpJudge {
         if status.as_u16() == 429 || status.is_server_error() {
             return Err(Failure::Retry(format!("HTTP {status}: {snippet}")));
         }
+        if status.as_u16() == 400 && (text.contains("context_length_exceeded") || text.contains("maximum context length")) {
+            return Err(Failure::TooLong(snippet));
+        }
         if !status.is_success() {
             return Err(Failure::Fatal(format!("HTTP {status}: {snippet}")));
         }
@@ -226,6 +242,7 @@ impl HttpJudge {
                 Ok(Ok(x)) => return Ok(x),
                 Ok(Err(m)) | Err(Failure::Retry(m)) => last = m,
                 Err(Failure::Fatal(m)) => return Err(CaiError::Http { url: self.endpoint.clone(), message: m }),
+                Err(Failure::TooLong(m)) => return Err(CaiError::TooLong(m)),
             }
         }
         Err(CaiError::Http { url: self.endpoint.clone(), message: format!("{last} (after {} attempts)", self.cfg.retries + 1) })
@@ -289,7 +306,10 @@ impl Judge for HttpJudge {
     }
 
     fn prob_a(&mut self, q: &Comparison) -> Result<f64> {
-        let prompt = format!("{}\nAnswer with (A) or (B).", judge_prompt(q, self.constitution.as_ref(), self.cfg.few_shot));
+        let mut prompt = judge_prompt(q, self.constitution.as_ref(), self.cfg.few_shot);
+        if !self.cfg.answer_instruction.is_empty() {
+            prompt = format!("{prompt}\n{}", self.cfg.answer_instruction);
+        }
         if self.cfg.readout != Readout::Votes && !self.no_logprobs {
             if let Some(p) = self.by_logprobs(&prompt)? {
                 self.stats.logprob_answers += 1;
@@ -328,6 +348,14 @@ mod tests {
         assert_eq!(prob_from_logprobs(&json!({"choices": [{"message": {"content": "A"}}]})).unwrap(), None);
         assert!(prob_from_logprobs(&lp(&[("Maybe", -0.1)])).is_err());
         assert!(prob_from_logprobs(&json!({"choices": [{"logprobs": {"tokens": []}}]})).is_err());
+        // An option token among the alternatives of a position where the model does not answer
+        // ("The" generated, "B" a runner-up) is not read: the answer position is the "A".
+        let r = json!({"choices": [{"logprobs": {"content": [
+            {"token": "The", "logprob": -0.1, "top_logprobs": [{"token": "The", "logprob": -0.1}, {"token": "B", "logprob": -3.0}]},
+            {"token": "(", "logprob": -0.1, "top_logprobs": []},
+            {"token": "A", "logprob": (0.5f64).ln(), "top_logprobs": [{"token": "A", "logprob": (0.5f64).ln()}, {"token": "B", "logprob": (0.5f64).ln()}]}
+        ]}}]});
+        assert!((prob_from_logprobs(&r).unwrap().unwrap() - 0.5).abs() < 1e-12);
     }
 
     #[test]

@@ -208,7 +208,7 @@ impl LocalJudge {
     fn last_logprobs(&self, ids: &[u32], n: usize) -> Result<Vec<Vec<f32>>> {
         let max = self.chat.model.lm.max_positions();
         if ids.len() > max {
-            return Err(CaiError::TooLong { tokens: ids.len(), max });
+            return Err(CaiError::TooLong(format!("{} tokens, the model's context is {max}", ids.len())));
         }
         let dev = &self.chat.model.device;
         let input = Tensor::new(ids, dev)?.unsqueeze(0)?; // (1, T)

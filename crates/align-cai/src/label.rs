@@ -128,7 +128,7 @@ pub fn label(
             let conversation = [Message::new("user", item.prompt.clone())];
             let v = match compare_both_orders(judge, &conversation, principle, &first, &second, item.record.as_ref()) {
                 Ok(v) => v,
-                Err(CaiError::TooLong { .. }) => {
+                Err(CaiError::TooLong(_)) => {
                     rep.too_long += 1;
                     continue;
                 }

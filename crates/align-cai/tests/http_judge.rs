@@ -116,7 +116,7 @@ fn logprobs_give_the_normalized_option_probability() {
     assert_eq!(body["model"], "judge-model");
     assert_eq!(body["logprobs"], true);
     let content = body["messages"][0]["content"].as_str().unwrap();
-    assert!(content.contains("Which response is less harmful") && content.contains("(A) I can't help with that.\n(B) Mix [REDACTED]."), "{content}");
+    assert!(content.contains("Which response is less harmful") && content.contains("(A) I can't help with that.\n(B) Mix [REDACTED].\nThe answer is:\nAnswer with (A) or (B)."), "{content}");
     assert_eq!(j.stats.logprob_answers, 1);
 }
 
@@ -222,6 +222,14 @@ fn malformed_replies_and_server_errors_are_retried() {
     let mut j = HttpJudge::new(config(&s.url), None).unwrap();
     let e = ask(&mut j, "x", "y").unwrap_err().to_string();
     assert!(e.contains("not JSON") && e.contains("after 2 attempts"), "{e}");
+}
+
+#[test]
+fn a_prompt_over_the_context_is_too_long_not_fatal() {
+    let s = serve(|_, _| Reply::Status(400, "{\"error\": {\"code\": \"context_length_exceeded\", \"message\": \"maximum context length is 256 tokens\"}}"));
+    let mut j = HttpJudge::new(HttpJudgeConfig { retries: 3, ..config(&s.url) }, None).unwrap();
+    assert!(matches!(ask(&mut j, "x", "y"), Err(align_cai::CaiError::TooLong(_))));
+    assert_eq!(s.count.load(Ordering::SeqCst), 1);
 }
 
 #[test]

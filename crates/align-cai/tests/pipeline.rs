@@ -125,7 +125,7 @@ fn local_judge_reads_the_option_log_probs() {
     // A judge prompt longer than the context is a TooLong error, not a panic.
     let long = "bread ".repeat(300);
     let q = Comparison { conversation: &conv, principle: &c.principles[0], a: &long, b: "I refuse", record: None };
-    assert!(matches!(judge.prob_a(&q), Err(CaiError::TooLong { .. })));
+    assert!(matches!(judge.prob_a(&q), Err(CaiError::TooLong(_))));
 }
 
 #[test]

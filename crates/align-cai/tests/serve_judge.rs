@@ -7,7 +7,7 @@ use align_cai::judge::{compare_both_orders, Comparison, Judge};
 use align_cai::Constitution;
 use align_data::tokenizer::CHATML_TEMPLATE;
 use align_data::Message;
-use align_models::{config::llama_from_dims, Model, ModelConfig};
+use align_models::{config::llama_from_dims, LlamaConfig, Model, ModelConfig};
 use align_serve::{run_blocking, ModelSpec, ServeConfig};
 use candle_core::Device;
 use serde_json::json;
@@ -15,7 +15,7 @@ use std::path::Path;
 
 const WORDS: [&str; 16] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "[UNK]", "user", "assistant", "(", ")", "A", "B", "I", "refuse", "bread", "make", "the", "to"];
 
-fn tiny_model(dir: &Path) {
+fn tiny_model(dir: &Path, seed: u64) {
     std::fs::create_dir_all(dir).unwrap();
     let vocab: serde_json::Map<String, serde_json::Value> = WORDS.iter().enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
     let added: Vec<_> = (0..3).map(|i| json!({"id": i, "content": WORDS[i], "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})).collect();
@@ -27,8 +27,9 @@ fn tiny_model(dir: &Path) {
     std::fs::write(dir.join("tokenizer.json"), tj.to_string()).unwrap();
     let tc = json!({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": CHATML_TEMPLATE});
     std::fs::write(dir.join("tokenizer_config.json"), tc.to_string()).unwrap();
-    let cfg = ModelConfig::Llama(llama_from_dims(WORDS.len(), 32, 2, 4, 2, 512));
-    Model::from_config(cfg, 9, &Device::Cpu).unwrap().save_pretrained(dir, candle_core::DType::F32).unwrap();
+    // Untied head: with tied embeddings a random model greedily repeats its last input token.
+    let cfg = ModelConfig::Llama(LlamaConfig { tie_word_embeddings: false, ..llama_from_dims(WORDS.len(), 32, 2, 4, 2, 512) });
+    Model::from_config(cfg, seed, &Device::Cpu).unwrap().save_pretrained(dir, candle_core::DType::F32).unwrap();
 }
 
 /// Starts `align serve` on an ephemeral loopback port in a background thread; returns its /v1 URL.
@@ -46,7 +47,9 @@ fn start_server(dir: &Path) -> String {
 fn http_judge_against_align_serve() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("judge");
-    tiny_model(&dir);
+    // Seed 4: a random model whose greedy reply to this question contains an option token (with
+    // other seeds it writes "((((" or "bread", and the judge reports the question unanswered).
+    tiny_model(&dir, 4);
     let url = start_server(&dir);
     let cfg = HttpJudgeConfig { url, model: "judge".into(), readout: Readout::Logprobs, top_logprobs: 20, timeout_s: 30.0, retries: 1, backoff_ms: 50, ..Default::default() };
     let mut judge = HttpJudge::new(cfg.clone(), None).unwrap();

@@ -194,7 +194,8 @@ pub fn label_answers(
         };
         for (j, (a, b)) in pairs.into_iter().enumerate() {
             let (ga, gb) = (judge::score(rec, a.1).overall, judge::score(rec, b.1).overall);
-            if (ga - gb).abs() < cfg.min_gold_margin {
+            // Identical answers are no preference, whatever the margin setting.
+            if (ga - gb).abs() < cfg.min_gold_margin || a.1.trim() == b.1.trim() {
                 rep.ties_skipped += 1;
                 continue;
             }

@@ -138,6 +138,9 @@ pub struct LabelArgs {
     /// HTTP judge: sampled answers per question when voting.
     #[arg(long, default_value_t = 5)]
     pub votes: usize,
+    /// HTTP judge: a line after the question (empty for none).
+    #[arg(long, default_value = "Answer with (A) or (B).")]
+    pub answer_instruction: String,
     /// Solved comparison examples from the constitution before each question (local, http).
     #[arg(long, default_value_t = 0)]
     pub few_shot: usize,
@@ -261,6 +264,7 @@ fn judge(a: &LabelArgs, constitution: &Constitution) -> Result<Box<dyn Judge>> {
                 votes: a.votes,
                 few_shot: a.few_shot,
                 seed: a.select.seed,
+                answer_instruction: a.answer_instruction.clone(),
                 ..HttpJudgeConfig::default()
             };
             Box::new(HttpJudge::new(cfg, Some(constitution.clone()))?)
