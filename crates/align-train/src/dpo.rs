@@ -160,16 +160,21 @@ pub fn completion_logps(lm: &dyn CausalLm, seqs: &[Seq], dev: &Device) -> Result
     Ok((logps, lens, nll))
 }
 
-/// Reference log-probs of every pair, (chosen, rejected), computed without building a graph.
-pub fn reference_logps(lm: &dyn CausalLm, pairs: &[Pair], batch: usize, dev: &Device) -> Result<Vec<(f32, f32)>> {
+/// Summed completion log-probs of sequence pairs, `batch` pairs (2 × rows) per forward pass,
+/// detached: the reference passes of DPO (chosen, rejected) and KTO (item, KL partner).
+pub fn paired_logps(lm: &dyn CausalLm, pairs: &[(&Seq, &Seq)], batch: usize, dev: &Device) -> Result<Vec<(f32, f32)>> {
     let mut out = Vec::with_capacity(pairs.len());
     for chunk in pairs.chunks(batch.max(1)) {
-        let seqs: Vec<Seq> = chunk.iter().flat_map(|p| [p.chosen.clone(), p.rejected.clone()]).collect();
-        let (l, _, _) = completion_logps(lm, &seqs, dev)?;
-        let l = l.detach().to_vec1::<f32>()?;
+        let seqs: Vec<Seq> = chunk.iter().flat_map(|(a, b)| [(*a).clone(), (*b).clone()]).collect();
+        let l = completion_logps(lm, &seqs, dev)?.0.detach().to_vec1::<f32>()?;
         out.extend(l.chunks(2).map(|c| (c[0], c[1])));
     }
     Ok(out)
+}
+
+/// Reference log-probs of every pair, (chosen, rejected).
+pub fn reference_logps(lm: &dyn CausalLm, pairs: &[Pair], batch: usize, dev: &Device) -> Result<Vec<(f32, f32)>> {
+    paired_logps(lm, &pairs.iter().map(|p| (&p.chosen, &p.rejected)).collect::<Vec<_>>(), batch, dev)
 }
 
 pub struct DpoStep<'a> {

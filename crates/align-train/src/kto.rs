@@ -100,13 +100,7 @@ pub fn tokenize_unpaired(tok: &Tokenizer, tmpl: &ChatTemplate, examples: &[Examp
 
 /// Reference log-probs of every item: (completion, KL sequence).
 pub fn reference_logps(lm: &dyn CausalLm, items: &[KtoItem], batch: usize, dev: &Device) -> Result<Vec<(f32, f32)>> {
-    let mut out = Vec::with_capacity(items.len());
-    for chunk in items.chunks(batch.max(1)) {
-        let seqs: Vec<Seq> = chunk.iter().flat_map(|it| [it.seq.clone(), it.kl_seq.clone()]).collect();
-        let l = completion_logps(lm, &seqs, dev)?.0.detach().to_vec1::<f32>()?;
-        out.extend(l.chunks(2).map(|c| (c[0], c[1])));
-    }
-    Ok(out)
+    crate::dpo::paired_logps(lm, &items.iter().map(|it| (&it.seq, &it.kl_seq)).collect::<Vec<_>>(), batch, dev)
 }
 
 pub struct KtoStep<'a> {
