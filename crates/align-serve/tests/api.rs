@@ -305,9 +305,10 @@ async fn disconnected_client_is_dropped_from_the_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_limit_and_timeout() {
-    // 4 × 2,000 tokens take seconds here; the timeout is far shorter.
-    let s = start(ServeConfig { max_concurrent: 1, request_timeout: Duration::from_millis(250), ..Default::default() }).await;
-    let long = open_long_stream(&s.base, 4).await;
+    // 16 rows × (CTX − 40) tokens: ≥ 216 decode steps of a 16-row batch (≥ 1.6 ms each on a quiet
+    // 2-core machine, ~0.35 s), so the 250 ms deadline always comes first.
+    let s = start(ServeConfig { max_concurrent: 1, max_n: 16, request_timeout: Duration::from_millis(250), ..Default::default() }).await;
+    let long = open_long_stream(&s.base, 16).await;
     let r = client().post(format!("{}/v1/chat/completions", s.base)).json(&chat_req("x", json!({}))).send().await.unwrap();
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "1");
