@@ -244,16 +244,25 @@ pub struct DpoSummary {
 
 /// Mean of the metrics over held-out pairs.
 pub fn eval_metrics(step: &DpoStep, n: usize, batch: usize) -> Result<BTreeMap<String, f64>> {
-    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+    held_out_means(n, batch, |idx| step.pair_loss(idx))
+}
+
+/// Size-weighted means of `loss` and every metric over items `0..n` in chunks of `batch`. A
+/// metric a chunk lacks (KTO: `rewards/rejected` of an all-desirable chunk) is averaged over the
+/// chunks that have it.
+pub(crate) fn held_out_means(n: usize, batch: usize, mut f: impl FnMut(&[usize]) -> Result<(Tensor, BTreeMap<String, f64>)>) -> Result<BTreeMap<String, f64>> {
+    let mut sums: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(batch.max(1)) {
-        let (loss, m) = step.pair_loss(chunk)?;
-        *sums.entry("loss".into()).or_default() += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
-        for (k, v) in m {
-            *sums.entry(k).or_default() += v * chunk.len() as f64;
+        let (loss, m) = f(chunk)?;
+        let w = chunk.len() as f64;
+        for (k, v) in std::iter::once(("loss".to_string(), loss.to_scalar::<f32>()? as f64)).chain(m) {
+            let e = sums.entry(k).or_default();
+            e.0 += v * w;
+            e.1 += w;
         }
     }
-    Ok(sums.into_iter().map(|(k, v)| (k, v / n.max(1) as f64)).collect())
+    Ok(sums.into_iter().map(|(k, (s, w))| (k, s / w.max(1.0))).collect())
 }
 
 /// What every preference trainer (the DPO family, KTO) sets up the same way: the tokenizer and

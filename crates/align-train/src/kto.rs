@@ -144,21 +144,7 @@ impl Step<MixedBatch> for KtoStep<'_> {
 /// Held-out metrics: batch means weighted by batch size. Metrics absent from a batch (a batch
 /// with only desirable items has no `rewards/rejected`) are averaged over the batches that have them.
 pub fn eval_metrics(step: &KtoStep, n: usize, batch: usize) -> Result<BTreeMap<String, f64>> {
-    let mut sums: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    let idx: Vec<usize> = (0..n).collect();
-    for chunk in idx.chunks(batch.max(1)) {
-        let (loss, m) = step.item_loss(chunk)?;
-        let w = chunk.len() as f64;
-        let e = sums.entry("loss".into()).or_default();
-        e.0 += loss.to_scalar::<f32>()? as f64 * w;
-        e.1 += w;
-        for (k, v) in m {
-            let e = sums.entry(k).or_default();
-            e.0 += v * w;
-            e.1 += w;
-        }
-    }
-    Ok(sums.into_iter().map(|(k, (s, w))| (k, s / w.max(1.0))).collect())
+    crate::dpo::held_out_means(n, batch, |idx| step.item_loss(idx))
 }
 
 /// TRL's advice: `desirable_weight · n_D / (undesirable_weight · n_U)` should lie in [1, 4/3].
