@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod gpt2;
 pub mod hf;
+pub mod kernels;
 pub mod layers;
 pub mod llama;
 pub mod lora;

@@ -1,6 +1,7 @@
 //! Feed-forward blocks: SwiGLU (Shazeer 2020; Llama family) and GELU-tanh (GPT-2).
 
 use super::linear::{Conv1D, Linear};
+use crate::kernels;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -24,9 +25,17 @@ impl SwiGlu {
 
 impl Module for SwiGlu {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?.silu()?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+        let gate = self.gate_proj.forward(x)?; // (B, T, I)
+        let up = self.up_proj.forward(x)?; // (B, T, I)
+        let h = if kernels::cpu_f32(&[&gate, &up]) { kernels::swiglu::swiglu(&gate, &up)? } else { swiglu_reference(&gate, &up)? };
+        self.down_proj.forward(&h)
     }
+}
+
+/// `silu(gate) * up` composed of candle ops: the reference the fused kernel
+/// ([`crate::kernels::swiglu`]) is tested against, and the path for other dtypes and devices.
+pub fn swiglu_reference(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gate.silu()? * up
 }
 
 /// GPT-2's MLP: `c_proj(gelu_tanh(c_fc(x)))`.

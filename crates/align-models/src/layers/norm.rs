@@ -1,5 +1,8 @@
-//! RMSNorm (Llama family) and LayerNorm (GPT-2), composed of differentiable ops, computed in f32.
+//! RMSNorm (Llama family) and LayerNorm (GPT-2), computed in f32. RMSNorm runs the fused kernel
+//! ([`crate::kernels::rms_norm`]) on f32 CPU tensors and the composed [`rms_norm_reference`]
+//! otherwise; LayerNorm is composed of differentiable ops.
 
+use crate::kernels;
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
@@ -18,12 +21,23 @@ impl RmsNorm {
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let x = x.to_dtype(DType::F32)?;
-        let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
-        let y = x.broadcast_div(&rms)?.to_dtype(dtype)?;
-        y.broadcast_mul(&self.weight)
+        if kernels::cpu_f32(&[x, &self.weight]) {
+            kernels::rms_norm::rms_norm(x, &self.weight, self.eps)
+        } else {
+            rms_norm_reference(x, &self.weight, self.eps)
+        }
     }
+}
+
+/// RMSNorm of x (…, C) with weight (C) composed of differentiable candle ops: normalised in f32,
+/// cast back to x's dtype, then scaled. The reference the fused kernel is tested against, and
+/// the path for other dtypes and devices.
+pub fn rms_norm_reference(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let x = x.to_dtype(DType::F32)?;
+    let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
+    let y = x.broadcast_div(&rms)?.to_dtype(dtype)?;
+    y.broadcast_mul(weight)
 }
 
 /// `(x - mean) / sqrt(var + eps) * weight + bias` (Ba et al. 2016), as `torch.nn.LayerNorm`.

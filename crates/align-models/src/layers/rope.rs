@@ -1,6 +1,7 @@
 //! Rotary position embeddings (Su et al. 2021) in HF's "rotate half" layout, for explicit
 //! per-token positions (so left-padded and packed batches rotate correctly).
 
+use crate::kernels;
 use candle_core::{DType, Result, Tensor, D};
 
 #[derive(Clone, Debug)]
@@ -26,8 +27,19 @@ impl Rope {
     }
 }
 
-/// `x * cos + rotate_half(x) * sin` for x of shape (B, H, T, D).
+/// `x * cos + rotate_half(x) * sin` for x of shape (B, H, T, D) and cos, sin (B, 1, T, D): the
+/// fused kernel ([`crate::kernels::rope`]) for f32 CPU tensors, [`apply_rope_reference`] otherwise.
 pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if kernels::cpu_f32(&[x, cos, sin]) {
+        kernels::rope::rope(x, cos, sin)
+    } else {
+        apply_rope_reference(x, cos, sin)
+    }
+}
+
+/// [`apply_rope`] composed of differentiable candle ops: the reference the fused kernel is
+/// tested against, and the path for other dtypes and devices.
+pub fn apply_rope_reference(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let d = x.dim(D::Minus1)?;
     let x1 = x.narrow(D::Minus1, 0, d / 2)?;
     let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;

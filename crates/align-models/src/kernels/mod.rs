@@ -1,0 +1,105 @@
+//! Fused CPU kernels, each a candle `CustomOp` with a forward and a backward so autograd tracks
+//! it (candle-nn's own fused ops drop gradients; ../shared/CANDLE.md). Each kernel works on plain
+//! f32 slices, splits rows over rayon's pool in chunks whose size depends only on the shape (so
+//! results are bit-identical whatever the thread count), and is compiled for AVX-512 / AVX2 when
+//! the CPU has them ([`multiversion`]). The layers (`layers::norm`, `layers::rope`,
+//! `layers::mlp`) call them for f32 tensors on the CPU and keep their composed code as the
+//! reference for every other case.
+
+pub mod rms_norm;
+pub mod rope;
+pub mod swiglu;
+
+use candle_core::{CpuStorage, Layout, Result, Tensor};
+
+/// True when every tensor is f32 on the CPU: the case the fused kernels handle.
+pub fn cpu_f32(ts: &[&Tensor]) -> bool {
+    ts.iter().all(|t| t.dtype() == candle_core::DType::F32 && t.device().is_cpu())
+}
+
+/// The f32 elements of a contiguous tensor's storage, in row-major order.
+pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what}: expected a contiguous tensor, got strides {:?}", l.stride()),
+    }
+}
+
+/// Defines `fn $name(args)` (no return value) whose body is compiled three times, for AVX-512,
+/// for AVX2 and for the baseline, and picks the best one the CPU has at run time. Elementwise
+/// f32 arithmetic is exact in IEEE (no fast-math, no contraction into FMA), and reductions are
+/// written with explicit lanes, so the three versions give bit-identical results.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) { body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) { body($($arg),*) }
+                if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
+                    // SAFETY: the CPU supports the features this version was compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
+/// Shared helpers of the kernels' tests: seeded inputs and error measures.
+#[cfg(test)]
+pub(crate) mod testing {
+    use candle_core::{Device, Result, Shape, Tensor, Var};
+    use rand::{Rng, SeedableRng};
+
+    /// A (shape) f32 tensor of standard normal draws from a seeded ChaCha8.
+    pub fn randn<S: Into<Shape>>(seed: u64, shape: S) -> Result<Tensor> {
+        let shape = shape.into();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let v: Vec<f32> = (0..shape.elem_count()).map(|_| rng.sample(rand_distr::StandardNormal)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu)
+    }
+
+    /// max |a - b| / max |b|.
+    pub fn rel_err(a: &Tensor, b: &Tensor) -> Result<f32> {
+        assert_eq!(a.dims(), b.dims(), "shapes differ");
+        let a = a.flatten_all()?.to_vec1::<f32>()?;
+        let b = b.flatten_all()?.to_vec1::<f32>()?;
+        let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let scale = b.iter().map(|y| y.abs()).fold(0f32, f32::max).max(1e-30);
+        Ok(diff / scale)
+    }
+
+    /// `sum(f(vars) * r)` for a random `r` of f's output shape: a random linear functional.
+    pub fn functional(y: &Tensor, seed: u64) -> Result<Tensor> {
+        (y * randn(seed, y.shape())?)?.sum_all()
+    }
+
+    /// Gradients of `functional(f(vars))` w.r.t. each var, in order.
+    pub fn grads(vars: &[&Var], y: &Tensor, seed: u64) -> Result<Vec<Tensor>> {
+        let g = functional(y, seed)?.backward()?;
+        vars.iter().map(|v| g.get(v.as_tensor()).cloned().ok_or_else(|| candle_core::Error::Msg("missing gradient".into()))).collect()
+    }
+
+    /// Central finite difference of `loss(t)` w.r.t. element `i` of `t` (flattened), step `h`.
+    pub fn finite_diff(t: &Tensor, i: usize, h: f32, loss: impl Fn(&Tensor) -> Result<f32>) -> Result<f32> {
+        let v = t.flatten_all()?.to_vec1::<f32>()?;
+        let at = |d: f32| -> Result<f32> {
+            let mut w = v.clone();
+            w[i] += d;
+            loss(&Tensor::from_vec(w, t.shape(), t.device())?)
+        };
+        Ok((at(h)? - at(-h)?) / (2.0 * h))
+    }
+}
