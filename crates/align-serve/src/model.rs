@@ -50,7 +50,7 @@ impl ServedModel {
                 chat_eos_ids.push(id);
             }
         }
-        let scheduler = Scheduler::spawn(name, model, cfg.max_batch)?;
+        let scheduler = Scheduler::spawn(name, model, cfg.max_batch, cfg.batch_wait)?;
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Ok(ServedModel { name: name.into(), tokenizer: Arc::new(tokenizer), template, ctx, eos_ids, chat_eos_ids, scheduler, created })
     }

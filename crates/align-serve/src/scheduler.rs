@@ -5,7 +5,7 @@
 //! event channel is closed) or whose text reached a stop string (its cancel flag), admit waiting
 //! jobs while the batch has room (`max_batch` sequences; their prompts are prefilled together),
 //! then run one decode step over every running sequence and send each token to its job. With
-//! nothing to do the thread sleeps on its queue.
+//! nothing to do the thread sleeps on its queue; woken, it may gather requests for `batch_wait`.
 
 use align_generate::engine::{Engine, SeqId, SeqRequest, TokenEvent};
 use align_models::Model;
@@ -13,6 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// What a job's owner receives.
@@ -55,11 +56,11 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// Starts the thread, which owns `model` from now on.
-    pub fn spawn(name: &str, model: Model, max_batch: usize) -> std::io::Result<Self> {
+    pub fn spawn(name: &str, model: Model, max_batch: usize, batch_wait: Duration) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Stats::default());
         let s = stats.clone();
-        std::thread::Builder::new().name(format!("engine-{name}")).spawn(move || run(&model, rx, max_batch.max(1), &s))?;
+        std::thread::Builder::new().name(format!("engine-{name}")).spawn(move || run(&model, rx, max_batch.max(1), batch_wait, &s))?;
         Ok(Scheduler { tx, stats })
     }
 
@@ -136,7 +137,7 @@ impl Book {
     }
 }
 
-fn run(model: &Model, rx: mpsc::Receiver<Job>, max_batch: usize, stats: &Stats) {
+fn run(model: &Model, rx: mpsc::Receiver<Job>, max_batch: usize, batch_wait: Duration, stats: &Stats) {
     let mut engine = Engine::new(model);
     let mut book = Book::default();
     let mut queue: VecDeque<Job> = VecDeque::new();
@@ -145,6 +146,14 @@ fn run(model: &Model, rx: mpsc::Receiver<Job>, max_batch: usize, stats: &Stats) 
             match rx.recv() {
                 Ok(j) => queue.push_back(j),
                 Err(_) => return, // every handle dropped: the server stopped
+            }
+            // Idle until now: gather the requests of the next `batch_wait` (or a full batch).
+            let deadline = Instant::now() + batch_wait;
+            while queue.iter().map(|j| j.seqs.len()).sum::<usize>() < max_batch {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(j) => queue.push_back(j),
+                    Err(_) => break, // the wait is over (or the server stopped: the next turn sees it)
+                }
             }
         }
         queue.extend(rx.try_iter());

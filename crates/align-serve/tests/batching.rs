@@ -150,12 +150,17 @@ fn tokens_of(v: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_get_the_tokens_they_get_alone() {
+    // `s` answers one request at a time; `g` gathers the first 4 concurrent requests into one batch
+    // (its idle wait ends as soon as 4 are queued), and the other 2 join that running batch when its
+    // shortest rows finish (each request asks a different length). No timing decides the batching.
     let s = start(ServeConfig::default()).await;
+    let g = start(ServeConfig { max_batch: 4, batch_wait: std::time::Duration::from_secs(60), ..Default::default() }).await;
     let asks = ["Where is Rome?", "Count.", "The small red fox said hello to the cat on the mat.", "Hi", "Paris", "Numbers: one two"];
     let req = |i: usize, temperature: f64| {
         json!({"model": "raw", "messages": [{"role": "user", "content": asks[i]}], "max_tokens": 16 + 3 * i,
                "temperature": temperature, "seed": 100 + i, "logprobs": true})
     };
+    let widest = |s: &common::Server| s.state.models[0].scheduler.stats.max_batch_seen.load(std::sync::atomic::Ordering::Relaxed);
     for temperature in [0.0, 1.0] {
         let mut alone = vec![];
         for i in 0..asks.len() {
@@ -163,19 +168,16 @@ async fn concurrent_requests_get_the_tokens_they_get_alone() {
             assert_eq!(st, 200, "{v}");
             alone.push(v);
         }
+        assert_eq!(widest(&s), 1, "one request at a time runs alone");
         // Not vacuous: the answers differ, and are not one token repeated.
         let toks: Vec<Vec<String>> = alone.iter().map(tokens_of).collect();
         assert!(toks.iter().all(|t| t.iter().any(|x| *x != t[0])), "{toks:?}");
         assert!(toks.windows(2).all(|w| w[0] != w[1]), "{toks:?}");
-        let before = s.state.models[0].scheduler.stats.max_batch_seen.load(std::sync::atomic::Ordering::Relaxed);
+        let steps_before = g.state.models[0].scheduler.stats.steps.load(std::sync::atomic::Ordering::Relaxed);
         let tasks: Vec<_> = (0..asks.len())
             .map(|i| {
-                let (base, r) = (s.base.clone(), req(i, temperature));
-                tokio::spawn(async move {
-                    // Staggered arrivals: requests join a batch that is already running.
-                    tokio::time::sleep(std::time::Duration::from_millis(3 * i as u64)).await;
-                    post(&base, "/v1/chat/completions", r).await
-                })
+                let (base, r) = (g.base.clone(), req(i, temperature));
+                tokio::spawn(async move { post(&base, "/v1/chat/completions", r).await })
             })
             .collect();
         for (i, t) in tasks.into_iter().enumerate() {
@@ -184,10 +186,10 @@ async fn concurrent_requests_get_the_tokens_they_get_alone() {
             assert_eq!(tokens_of(&v), tokens_of(&alone[i]), "request {i} at temperature {temperature}");
             assert_eq!(v["choices"][0]["message"]["content"], alone[i]["choices"][0]["message"]["content"]);
         }
-        let after = s.state.models[0].scheduler.stats.max_batch_seen.load(std::sync::atomic::Ordering::Relaxed);
-        if temperature == 0.0 {
-            assert_eq!(before, 1, "one request at a time runs alone");
-        }
-        assert!(after > 1, "the concurrent requests were batched (widest batch {after})");
+        assert_eq!(widest(&g), 4, "the concurrent requests were batched");
+        // Run one after another, the 6 requests would take one decode step per generated token.
+        let steps = g.state.models[0].scheduler.stats.steps.load(std::sync::atomic::Ordering::Relaxed) - steps_before;
+        let tokens: usize = alone.iter().map(|v| tokens_of(v).len()).sum();
+        assert!((steps as usize) < tokens, "{steps} decode steps for {tokens} tokens: the rows shared steps");
     }
 }

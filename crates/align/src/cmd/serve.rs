@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// Sequences a model decodes together in one step; more wait in its queue.
     #[arg(long, default_value_t = ServeConfig::default().max_batch)]
     pub max_batch: usize,
+    /// Milliseconds an idle model waits for more requests before starting a batch (0: at once).
+    #[arg(long, default_value_t = 0)]
+    pub batch_wait_ms: u64,
     /// Seconds a request may take, streaming included (504 / an error event after).
     #[arg(long, default_value_t = ServeConfig::default().request_timeout.as_secs_f64())]
     pub request_timeout: f64,
@@ -52,6 +55,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: a.max_body_bytes,
         max_concurrent: a.max_concurrent,
         max_batch: a.max_batch,
+        batch_wait: Duration::from_millis(a.batch_wait_ms),
         request_timeout: Duration::from_secs_f64(a.request_timeout),
         max_n: a.max_n,
         max_tokens: a.max_tokens,
