@@ -6,6 +6,7 @@
 //! `layers::mlp`) call them for f32 tensors on the CPU and keep their composed code as the
 //! reference for every other case.
 
+pub mod attention;
 pub mod rms_norm;
 pub mod rope;
 pub mod swiglu;

@@ -2,6 +2,8 @@
 //! shared by every architecture; the projections live in the model files.
 
 use crate::causal_lm::KvCache;
+use crate::kernels::attention::flash_attention;
+use crate::kernels::cpu_f32;
 use candle_core::{DType, Result, Tensor, D};
 
 /// Splits (B, T, H*D) into heads: (B, H, T, D).
@@ -21,6 +23,8 @@ pub fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
 
 /// softmax(q kᵀ / sqrt(D) + bias) v for q (B, H, T, D) and k, v (B, KV, T_new, D).
 /// With a cache, `k`/`v` are appended to layer `layer` first. Returns (B, T, H*D).
+/// f32 on the CPU runs the fused kernel ([`crate::kernels::attention::flash_attention`]);
+/// every other case (bf16/f16, CUDA) the composed [`attend_reference`].
 pub fn attend(
     q: &Tensor,
     k: &Tensor,
@@ -33,13 +37,37 @@ pub fn attend(
         Some((c, layer)) => c.append(layer, k, v)?,
         None => (k.clone(), v.clone()),
     };
-    let n_rep = h / k.dim(1)?;
-    let k = repeat_kv(&k, n_rep)?.contiguous()?;
-    let v = repeat_kv(&v, n_rep)?.contiguous()?;
+    let y = if fused_applies(q, &k, &v, bias)? {
+        flash_attention(q, &k, &v, bias)?
+    } else {
+        attend_reference(q, &k, &v, bias)?
+    }; // (B, H, T, D)
+    y.transpose(1, 2)?.reshape((b, t, h * d))
+}
+
+/// Whether the fused kernel handles this call: f32 on the CPU, a bias of shape
+/// (B or 1, 1, T, Tk), and nothing empty.
+fn fused_applies(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor) -> Result<bool> {
+    if !cpu_f32(&[q, k, v, bias]) || bias.rank() != 4 || q.elem_count() == 0 || k.elem_count() == 0 {
+        return Ok(false);
+    }
+    let (b, _, t, _) = q.dims4()?;
+    let (_, _, tk, _) = k.dims4()?;
+    let (bb, one, bt, btk) = bias.dims4()?;
+    Ok((bb == 1 || bb == b) && one == 1 && bt == t && btk == tk)
+}
+
+/// The composed attention, differentiable candle ops only: softmax(q kᵀ / sqrt(D) + bias) v for
+/// q (B, H, T, D), k and v (B, KV, Tk, D) and bias broadcastable to (B, H, T, Tk); returns
+/// (B, H, T, D). The fused kernel's reference.
+pub fn attend_reference(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let d = q.dim(3)?;
+    let n_rep = q.dim(1)? / k.dim(1)?;
+    let k = repeat_kv(k, n_rep)?.contiguous()?;
+    let v = repeat_kv(v, n_rep)?.contiguous()?;
     let scale = 1.0 / (d as f64).sqrt();
     let scores = (q.contiguous()?.matmul(&k.t()?)? * scale)?; // (B, H, T, Tk)
     let scores = scores.to_dtype(DType::F32)?.broadcast_add(bias)?;
     let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(q.dtype())?;
-    let y = probs.matmul(&v)?; // (B, H, T, D)
-    y.transpose(1, 2)?.reshape((b, t, h * d))
+    probs.matmul(&v) // (B, H, T, D)
 }
