@@ -21,7 +21,7 @@ fn rows_per_task(d: usize) -> usize {
 /// gradient flows to x only (cos and sin get none).
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let d = x.dim(D::Minus1)?;
-    if d % 2 != 0 {
+    if !d.is_multiple_of(2) {
         candle_core::bail!("rope: head dim {d} is odd");
     }
     let x = unit_last_stride(x)?;
@@ -142,7 +142,7 @@ impl CustomOp3 for RopeOp {
                 candle_core::bail!("rope: last dim must have stride 1, got strides {:?}", l.stride());
             }
         }
-        if d % 2 != 0 {
+        if !d.is_multiple_of(2) {
             candle_core::bail!("rope: head dim {d} is odd");
         }
         let mut y = vec![0f32; shape.elem_count()];
