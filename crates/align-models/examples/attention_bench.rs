@@ -1,0 +1,153 @@
+//! Forward and backward time and memory of the fused CPU attention
+//! (`align_models::kernels::attention::flash_attention`) against the composed reference
+//! (`layers::attention::attend_reference`), causal, at the tiny model's and the 110M model's
+//! shapes. Times are medians of several runs in ms. Run with
+//! `RAYON_NUM_THREADS=2 cargo run --release -p align-models --example attention_bench`;
+//! `-- --fused-only` skips the reference (to profile the kernel alone).
+//!
+//! Memory is counted by a wrapper around the allocator (mimalloc, as in the `align` binary):
+//! "kept" is what the forward leaves allocated while its output (and so its autograd graph) is
+//! alive, output included; "peak" the most allocated at once during the forward, or during one
+//! backward of `sum(y ⊙ R)` on top of what the forward kept; all above what existed before.
+
+use align_models::kernels::attention::flash_attention;
+use align_models::layers::attention::attend_reference;
+use align_models::layers::mask::attention_bias;
+use candle_core::{Device, Result, Tensor, Var};
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Instant;
+
+/// mimalloc, counting the bytes allocated now and the peak since the last reset.
+struct Counting;
+
+static NOW: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let p = unsafe { mimalloc::MiMalloc.alloc(l) };
+        if !p.is_null() {
+            PEAK.fetch_max(NOW.fetch_add(l.size(), Relaxed) + l.size(), Relaxed);
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(l) };
+        if !p.is_null() {
+            PEAK.fetch_max(NOW.fetch_add(l.size(), Relaxed) + l.size(), Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { mimalloc::MiMalloc.dealloc(p, l) };
+        NOW.fetch_sub(l.size(), Relaxed);
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        let q = unsafe { mimalloc::MiMalloc.realloc(p, l, new) };
+        if !q.is_null() {
+            NOW.fetch_sub(l.size(), Relaxed);
+            PEAK.fetch_max(NOW.fetch_add(new, Relaxed) + new, Relaxed);
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const MB: f64 = 1024.0 * 1024.0;
+
+/// Bytes allocated now; resets the peak to it.
+fn mark() -> usize {
+    let now = NOW.load(Relaxed);
+    PEAK.store(now, Relaxed);
+    now
+}
+
+/// Median wall time of `f` in ms over `n` runs, after one warm-up run.
+fn median_ms(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut t: Vec<f64> = (0..n)
+        .map(|_| {
+            let s = Instant::now();
+            f().map(|_| s.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect::<Result<_>>()?;
+    t.sort_by(f64::total_cmp);
+    Ok(t[n / 2])
+}
+
+/// One implementation's figures.
+struct Figures {
+    fwd_ms: f64,
+    bwd_ms: f64,
+    kept_mb: f64,
+    fwd_peak_mb: f64,
+    bwd_peak_mb: f64,
+}
+
+fn measure(n: usize, op: &dyn Fn() -> Result<Tensor>) -> Result<Figures> {
+    let fwd_ms = median_ms(n, || op().map(|_| ()))?;
+    let base = mark();
+    let y = op()?;
+    let (kept, fwd_peak) = (NOW.load(Relaxed) - base, PEAK.load(Relaxed) - base);
+    let r = Tensor::randn(0f32, 1f32, y.shape(), y.device())?;
+    let loss = (&y * &r)?.sum_all()?;
+    let bwd_ms = median_ms(n, || loss.backward().map(|_| ()))?;
+    let before = mark();
+    let grads = loss.backward()?;
+    let bwd_peak = PEAK.load(Relaxed) - before + kept;
+    drop(grads);
+    Ok(Figures {
+        fwd_ms,
+        bwd_ms,
+        kept_mb: kept as f64 / MB,
+        fwd_peak_mb: fwd_peak as f64 / MB,
+        bwd_peak_mb: bwd_peak as f64 / MB,
+    })
+}
+
+fn var(shape: &[usize]) -> Result<Var> {
+    Var::from_tensor(&Tensor::randn(0f32, 1f32, shape, &Device::Cpu)?)
+}
+
+/// Reference and fused at q (b, h, t, d), k and v (b, kv, past + t, d), causal.
+fn bench(name: &str, (b, h, kv, t, past, d): (usize, usize, usize, usize, usize, usize), n: usize) -> Result<()> {
+    let (q, k, v) = (var(&[b, h, t, d])?, var(&[b, kv, past + t, d])?, var(&[b, kv, past + t, d])?);
+    let bias = attention_bias(b, t, past, None, None, &Device::Cpu)?;
+    let f = measure(n, &|| flash_attention(&q, &k, &v, &bias))?;
+    if std::env::args().any(|a| a == "--fused-only") {
+        println!("{name}: fused fwd {:.2} ms, bwd {:.2} ms", f.fwd_ms, f.bwd_ms);
+        return Ok(());
+    }
+    let r = measure(n, &|| attend_reference(&q, &k, &v, &bias))?;
+    println!("{name}: q ({b},{h},{t},{d}), k/v ({b},{kv},{},{d}), causal; reference -> fused", past + t);
+    println!(
+        "  time ms   fwd {:8.2} -> {:7.2} ({:4.1}x)   bwd {:8.2} -> {:7.2} ({:4.1}x)   fwd+bwd {:8.2} -> {:7.2} ({:4.1}x)",
+        r.fwd_ms,
+        f.fwd_ms,
+        r.fwd_ms / f.fwd_ms,
+        r.bwd_ms,
+        f.bwd_ms,
+        r.bwd_ms / f.bwd_ms,
+        r.fwd_ms + r.bwd_ms,
+        f.fwd_ms + f.bwd_ms,
+        (r.fwd_ms + r.bwd_ms) / (f.fwd_ms + f.bwd_ms)
+    );
+    println!(
+        "  memory MB kept by the graph {:7.1} -> {:6.1}   fwd peak {:7.1} -> {:6.1}   bwd peak {:7.1} -> {:6.1}",
+        r.kept_mb, f.kept_mb, r.fwd_peak_mb, f.fwd_peak_mb, r.bwd_peak_mb, f.bwd_peak_mb
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let env = |k: &str| std::env::var(k).unwrap_or_else(|_| "unset".into());
+    println!("RAYON_NUM_THREADS={} MIMALLOC_PURGE_DELAY={}", env("RAYON_NUM_THREADS"), env("MIMALLOC_PURGE_DELAY"));
+    bench("tiny", (8, 4, 4, 256, 0, 32), 11)?;
+    bench("110M", (4, 12, 12, 512, 0, 64), 5)?;
+    bench("tiny GQA", (8, 4, 2, 256, 0, 32), 11)?;
+    bench("decode step", (8, 4, 4, 1, 255, 32), 51)?;
+    Ok(())
+}
