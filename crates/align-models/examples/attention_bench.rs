@@ -2,7 +2,9 @@
 //! (`align_models::kernels::attention::flash_attention`) against the composed reference
 //! (`layers::attention::attend_reference`), causal, at the tiny model's and the 110M model's
 //! shapes. Times are medians of several runs in ms. Run with
-//! `RAYON_NUM_THREADS=2 cargo run --release -p align-models --example attention_bench`;
+//! `RAYON_NUM_THREADS=2 MIMALLOC_PURGE_DELAY=-1 CANDLE_BARRIER_POOL_SPIN_LIMIT=0 cargo run --release
+//! -p align-models --example attention_bench` (the settings of the `align` binary; without the
+//! last one candle's idle pool thread spins on one of the cores the kernel runs on);
 //! `-- --fused-only` skips the reference (to profile the kernel alone).
 //!
 //! Memory is counted by a wrapper around the allocator (mimalloc, as in the `align` binary):
@@ -144,7 +146,12 @@ fn bench(name: &str, (b, h, kv, t, past, d): (usize, usize, usize, usize, usize,
 
 fn main() -> Result<()> {
     let env = |k: &str| std::env::var(k).unwrap_or_else(|_| "unset".into());
-    println!("RAYON_NUM_THREADS={} MIMALLOC_PURGE_DELAY={}", env("RAYON_NUM_THREADS"), env("MIMALLOC_PURGE_DELAY"));
+    println!(
+        "RAYON_NUM_THREADS={} MIMALLOC_PURGE_DELAY={} CANDLE_BARRIER_POOL_SPIN_LIMIT={}",
+        env("RAYON_NUM_THREADS"),
+        env("MIMALLOC_PURGE_DELAY"),
+        env("CANDLE_BARRIER_POOL_SPIN_LIMIT")
+    );
     bench("tiny", (8, 4, 4, 256, 0, 32), 11)?;
     bench("110M", (4, 12, 12, 512, 0, 64), 5)?;
     bench("tiny GQA", (8, 4, 2, 256, 0, 32), 11)?;
