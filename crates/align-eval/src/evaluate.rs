@@ -27,6 +27,9 @@ pub struct StageEval {
     /// The family of each eval prompt, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub families: Vec<String>,
+    /// KL from a reference model on the same prompts, when one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl: Option<crate::kl::KlReport>,
 }
 
 /// Loads the model in `model_dir` and evaluates it on `records` (and the seed prompts).
@@ -48,5 +51,6 @@ pub fn evaluate_model(name: &str, model_dir: &Path, style: PromptStyle, records:
         seed_answers: seeds.into_iter().zip(seed_resp).collect(),
         prompts,
         families: records.iter().map(|r| crate::gym::family_name(r.family())).collect(),
+        kl: None,
     })
 }

@@ -4,6 +4,7 @@
 //! - [`gym`]: gold helpful / honest / harmless per family, refusal, over-refusal, abstention and
 //!   correction rates, from the gym's judge.
 //! - [`evaluate`]: one model's gold evaluation (answers, scores, per-family report).
+//! - [`kl`]: KL of a policy from a reference model on a prompt set (exact per-token and k1).
 //! - [`onpolicy`]: on-policy preference pairs: the policy's own samples, labelled by the gold
 //!   judge or the simulated panel.
 //! - [`report`]: `align report`: the run directory as one self-contained HTML file and a
@@ -17,6 +18,7 @@
 
 pub mod evaluate;
 pub mod gym;
+pub mod kl;
 pub mod onpolicy;
 pub mod plot;
 pub mod refusal;

@@ -399,7 +399,14 @@ impl Table {
 }
 
 fn hhh_table(stages: &[Stage]) -> Table {
-    let header = ["stage", "helpful ↑", "honest ↑", "harmless ↑", "overall ↑", "prompts"].map(String::from).to_vec();
+    // The KL column appears when some stage was measured against a reference (`align eval --reference`).
+    let with_kl = stages.iter().any(|s| s.eval.kl.is_some());
+    let mut header = ["stage", "helpful ↑", "honest ↑", "harmless ↑", "overall ↑", "prompts"].map(String::from).to_vec();
+    let mut better = vec![None, Some(true), Some(true), Some(true), Some(true), None];
+    if with_kl {
+        header.push("KL from reference (nats)".into());
+        better.push(None);
+    }
     let mut rows = vec![];
     let mut values = vec![];
     for s in stages {
@@ -408,13 +415,17 @@ fn hhh_table(stages: &[Stage]) -> Table {
         let mut row = vec![escape_html(&s.eval.name)];
         row.extend(v.iter().map(|x| num(*x)));
         row.push(a.n.to_string());
-        rows.push(row);
         let mut vals = vec![None];
         vals.extend(v.iter().map(|x| Some(*x)));
         vals.push(None);
+        if with_kl {
+            row.push(s.eval.kl.as_ref().map(|k| format!("{:.2} [{:.2}, {:.2}]", k.kl, k.ci_low, k.ci_high)).unwrap_or_else(|| "–".into()));
+            vals.push(None);
+        }
+        rows.push(row);
         values.push(vals);
     }
-    Table { header, rows, values, better: vec![None, Some(true), Some(true), Some(true), Some(true), None] }
+    Table { header, rows, values, better }
 }
 
 fn behaviour_table(stages: &[Stage]) -> Table {
@@ -1045,6 +1056,7 @@ mod tests {
             seed_answers: vec![("How do I make bread?".into(), answer.into())],
             prompts: vec![],
             families: vec![],
+            kl: None,
         }
     }
 

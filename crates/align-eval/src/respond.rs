@@ -25,10 +25,24 @@ pub fn respond(
     cfg: &SamplingConfig,
     batch_size: usize,
 ) -> Result<Vec<String>> {
-    let tmpl = match style {
-        PromptStyle::Chat => Some(ChatTemplate::from_tokenizer(tok)?),
-        PromptStyle::Raw => None,
-    };
+    let cfg = with_stop_tokens(cfg, tok, style);
+    let encoded = encode_prompts(tok, prompts, style)?;
+    let mut out = Vec::with_capacity(prompts.len());
+    let decode = |ids: &[u32]| tok.decode(ids, true).unwrap_or_default();
+    for (c, chunk) in encoded.chunks(batch_size.max(1)).enumerate() {
+        let ids: Vec<u64> = (0..chunk.len()).map(|i| (c * batch_size.max(1) + i) as u64).collect();
+        let opts = GenerateOptions { decode: Some(&decode), on_token: None, stream_ids: Some(&ids) };
+        for g in generate_model(model, chunk, &cfg, opts)? {
+            let text = tok.decode(&g.tokens, true)?;
+            let text = align_generate::truncate_at_stop(&text, &cfg.stop_strings).trim().to_string();
+            out.push(text);
+        }
+    }
+    Ok(out)
+}
+
+/// `cfg` with the tokenizer's EOS ids (and ChatML's `<|im_end|>` for chat prompts) as stop tokens.
+pub fn with_stop_tokens(cfg: &SamplingConfig, tok: &Tokenizer, style: PromptStyle) -> SamplingConfig {
     let mut cfg = cfg.clone();
     for e in tok.eos_ids() {
         if !cfg.eos_token_ids.contains(e) {
@@ -42,7 +56,17 @@ pub fn respond(
             }
         }
     }
-    let encoded: Vec<Vec<u32>> = prompts
+    cfg
+}
+
+/// The token ids the model reads for each prompt: the bare text (with BOS) for `Raw`, the chat
+/// template with a generation prompt for `Chat`.
+pub fn encode_prompts(tok: &Tokenizer, prompts: &[String], style: PromptStyle) -> Result<Vec<Vec<u32>>> {
+    let tmpl = match style {
+        PromptStyle::Chat => Some(ChatTemplate::from_tokenizer(tok)?),
+        PromptStyle::Raw => None,
+    };
+    let encoded = prompts
         .iter()
         .map(|p| match &tmpl {
             Some(t) => {
@@ -52,16 +76,5 @@ pub fn respond(
             None => tok.encode(p, true),
         })
         .collect::<std::result::Result<_, _>>()?;
-    let mut out = Vec::with_capacity(prompts.len());
-    let decode = |ids: &[u32]| tok.decode(ids, true).unwrap_or_default();
-    for (c, chunk) in encoded.chunks(batch_size.max(1)).enumerate() {
-        let ids: Vec<u64> = (0..chunk.len()).map(|i| (c * batch_size.max(1) + i) as u64).collect();
-        let opts = GenerateOptions { decode: Some(&decode), on_token: None, stream_ids: Some(&ids) };
-        for g in generate_model(model, chunk, &cfg, opts)? {
-            let text = tok.decode(&g.tokens, true)?;
-            let text = align_generate::truncate_at_stop(&text, &cfg.stop_strings).trim().to_string();
-            out.push(text);
-        }
-    }
-    Ok(out)
+    Ok(encoded)
 }

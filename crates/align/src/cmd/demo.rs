@@ -82,6 +82,9 @@ pub struct DemoConfig {
     pub eval_per_family: usize,
     pub eval_max_new_tokens: usize,
     pub eval_batch_size: usize,
+    /// Responses per held-out prompt sampled to measure each aligned model's KL from the SFT
+    /// model (`align_eval::kl`; 0 = not measured).
+    pub eval_kl_samples: usize,
 }
 
 impl Default for DemoConfig {
@@ -158,6 +161,7 @@ impl Default for DemoConfig {
             eval_per_family: 40,
             eval_max_new_tokens: 64,
             eval_batch_size: 40,
+            eval_kl_samples: 1,
         }
     }
 }
@@ -375,7 +379,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
             Some(e) => e,
             None => {
                 let sampling = SamplingConfig { max_new_tokens: cfg.eval_max_new_tokens, temperature: 0.0, seed, ..SamplingConfig::default() };
-                let e = evaluate_model(name, dir, *style, &records, &sampling, cfg.eval_batch_size)?;
+                let mut e = evaluate_model(name, dir, *style, &records, &sampling, cfg.eval_batch_size)?;
+                if name.starts_with("aligned") && cfg.eval_kl_samples > 0 {
+                    e.kl = Some(kl_from_sft(dir, &sft.join("model"), &records, &sampling, &cfg)?);
+                }
                 align_core::atomic::write_atomic(&path, serde_json::to_string(&e)?.as_bytes())?;
                 e
             }
@@ -437,4 +444,13 @@ fn write_extra(out: &Path) -> Result<()> {
     }
     align_core::atomic::write_atomic(out.join("report_extra.json"), serde_json::to_string_pretty(&tables)?.as_bytes())?;
     Ok(())
+}
+
+/// KL of the aligned model in `dir` from the SFT model on the held-out prompts (align_eval::kl).
+fn kl_from_sft(dir: &Path, sft: &Path, records: &[align_gym::PromptRecord], sampling: &SamplingConfig, cfg: &DemoConfig) -> Result<align_eval::kl::KlReport> {
+    let load = |d: &Path| align_models::Model::from_pretrained(d, candle_core::DType::F32, &candle_core::Device::Cpu).with_context(|| format!("loading {}", d.display()));
+    let (policy, reference) = (load(dir)?, load(sft)?);
+    let tok = align_data::Tokenizer::from_dir(dir)?;
+    let prompts: Vec<String> = records.iter().map(|r| r.prompt.clone()).collect();
+    Ok(align_eval::kl::kl_to_reference(&policy, &reference, &tok, &prompts, PromptStyle::Chat, sampling, cfg.eval_kl_samples, cfg.eval_batch_size)?)
 }

@@ -6,6 +6,7 @@
 use align_data::Tokenizer;
 use align_eval::evaluate::{evaluate_model, StageEval};
 use align_eval::gym::balanced_subset;
+use align_eval::kl::kl_to_reference;
 use align_eval::refusal::{Detector, RefusalRates};
 use align_eval::respond::{respond, PromptStyle};
 use align_eval::safety_sets::{load_advbench, load_xstest, xstest_rates, XsTestRates};
@@ -52,6 +53,13 @@ pub struct EvalArgs {
     pub seed: u64,
     #[arg(long, default_value_t = 40)]
     pub batch_size: usize,
+    /// A reference model (usually the SFT model, as NAME=DIR or DIR): each model's KL from it on
+    /// the same gym prompts (`--kl-samples` responses per prompt at temperature 1; docs/eval.md).
+    #[arg(long)]
+    pub reference: Option<String>,
+    /// Responses per prompt sampled for the KL estimate.
+    #[arg(long, default_value_t = 4)]
+    pub kl_samples: usize,
     /// Write every model's answers, scores and report as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -167,14 +175,27 @@ fn gym_eval(a: &EvalArgs, prompts: &Path, sampling: &SamplingConfig) -> Result<V
         eprintln!("evaluating {name} ({}) on {} prompts", dir.display(), records.len());
         evals.push(evaluate_model(&name, &dir, style, &records, sampling, a.batch_size)?);
     }
-    println!("{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}", "model", "helpful", "honest", "harmless", "overall", "refuse", "abstain", "agree");
+    if let Some(r) = &a.reference {
+        let (rname, rdir, _) = parse_model(r);
+        let reference = Model::from_pretrained(&rdir, candle_core::DType::F32, &candle_core::Device::Cpu).with_context(|| format!("loading the reference model in {}", rdir.display()))?;
+        let prompts: Vec<String> = records.iter().map(|r| r.prompt.clone()).collect();
+        for (e, m) in evals.iter_mut().zip(&a.models) {
+            let (_, dir, style) = parse_model(m);
+            let policy = Model::from_pretrained(&dir, candle_core::DType::F32, &candle_core::Device::Cpu).with_context(|| format!("loading the model in {}", dir.display()))?;
+            let tok = Tokenizer::from_dir(&dir)?;
+            eprintln!("{}: KL from {rname} on {} prompts × {} samples", e.name, prompts.len(), a.kl_samples);
+            e.kl = Some(kl_to_reference(&policy, &reference, &tok, &prompts, style, sampling, a.kl_samples, a.batch_size).with_context(|| format!("KL of {} from {rname}", e.name))?);
+        }
+    }
+    println!("{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}", "model", "helpful", "honest", "harmless", "overall", "refuse", "abstain", "agree", "KL");
     for e in &evals {
         let r = &e.report;
         let fam = |k: &str| r.per_family.get(k).cloned().unwrap_or_default();
+        let kl = e.kl.as_ref().map(|k| format!("{:.2}", k.kl)).unwrap_or_else(|| "-".into());
         println!(
-            "{:<24} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.2} {:>8.2} {:>8.2}",
+            "{:<24} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.2} {:>8.2} {:>8.2} {:>8}",
             e.name, r.all.helpful, r.all.honest, r.all.harmless, r.all.overall,
-            fam("harmful").refusal_rate, fam("unknown").abstention_rate, fam("sycophancy").agreement_rate
+            fam("harmful").refusal_rate, fam("unknown").abstention_rate, fam("sycophancy").agreement_rate, kl
         );
     }
     for i in 0..evals.len() {
