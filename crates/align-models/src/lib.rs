@@ -7,9 +7,11 @@
 //! seeded init or safetensors) and [`hf`] (`from_pretrained` / `save_pretrained`); [`lora`] adds
 //! PEFT-compatible LoRA adapters to any linear layer.
 //!
-//! Every op on the forward path has a backward in candle: we compose differentiable primitives
-//! instead of candle-nn's fused `softmax_last_dim`, `rms_norm`, `layer_norm`, `rope` and `sdpa`,
-//! which silently drop gradients (see ../shared/CANDLE.md).
+//! Every op on the forward path has a backward in candle: candle-nn's fused `softmax_last_dim`,
+//! `rms_norm`, `layer_norm`, `rope` and `sdpa` silently drop gradients (see ../shared/CANDLE.md),
+//! so f32 on the CPU runs our own fused [`kernels`] (attention in blocks, RMSNorm, RoPE, SwiGLU;
+//! each a `CustomOp` with forward and backward), and every other case the layers' composed
+//! differentiable primitives, which are also the kernels' test reference.
 
 pub mod causal_lm;
 pub mod config;

@@ -2,8 +2,8 @@
 //! it (candle-nn's own fused ops drop gradients; ../shared/CANDLE.md). Each kernel works on plain
 //! f32 slices, splits rows over rayon's pool in chunks whose size depends only on the shape (so
 //! results are bit-identical whatever the thread count), and is compiled for AVX-512 / AVX2 when
-//! the CPU has them ([`multiversion`]). The layers (`layers::norm`, `layers::rope`,
-//! `layers::mlp`) call them for f32 tensors on the CPU and keep their composed code as the
+//! the CPU has them ([`multiversion`]). The layers (`layers::attention`, `layers::norm`,
+//! `layers::rope`, `layers::mlp`) call them for f32 tensors on the CPU and keep their composed code as the
 //! reference for every other case.
 
 pub mod attention;
