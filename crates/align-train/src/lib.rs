@@ -11,6 +11,7 @@
 //! - [`trainer`]: [`trainer::TrainConfig`] and the loop.
 //! - [`checkpoint`]: the on-disk layout of a checkpoint, saving, pruning and loading.
 //! - [`lm_loss`]: next-token cross-entropy and per-token log-probs.
+//! - [`kernels`]: fused CPU kernels (token log-probs with backward, in-place AdamW).
 //! - [`sft`]: supervised fine-tuning (chat templates, response-only loss, packing, pretraining-data mixing).
 //! - [`pretrain`]: next-token pretraining on a token stream.
 //! - [`rl_math`]: PPO/GRPO/RLOO math (whitening, KL estimators, GAE, clipped losses, KL controllers), golden-tested against TRL.
@@ -20,6 +21,7 @@
 pub mod checkpoint;
 pub mod dpo;
 pub mod error;
+pub mod kernels;
 pub mod kto;
 pub mod lm_loss;
 pub mod optim;

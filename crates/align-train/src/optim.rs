@@ -16,9 +16,23 @@
 //! parameters, which differs only for a parameter that misses gradients in some steps.
 //!
 //! Gradients are passed as `&[Option<Tensor>]` in the order of [`AdamW::params`].
+//!
+//! ## In place
+//!
+//! For an f32 parameter on the CPU (every parameter of a CPU run) the step allocates nothing: the
+//! optimizer keeps `m` and `v` as plain `Vec<f32>`s, and one fused pass per parameter
+//! ([`crate::kernels::AdamWInplace`], applied with candle's `Tensor::inplace_op2` on the `Var`,
+//! rayon over fixed-size chunks) reads p, m, v and the gradient once and writes p, m and v back.
+//! It performs the same f32 operations in the same order as the composed tensor code that handles
+//! every other parameter (bf16/f16, or off the CPU), so both give the same bits. Keeping the
+//! moments as vectors rather than tensors is what lets one pass write all three: candle's
+//! in-place ops write only their first operand. [`AdamW::state_tensors`] turns them into tensors
+//! of the parameter's shape, so the saved state is the same either way.
 
 use crate::error::{Result, TrainError};
+use crate::kernels::{AdamWInplace, AdamWScalars};
 use candle_core::{DType, Tensor, Var};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -52,8 +66,61 @@ pub fn is_no_decay(name: &str, rank: usize) -> bool {
 
 struct Moments {
     decay: bool,
-    m: Tensor, // exp_avg, f32
-    v: Tensor, // exp_avg_sq, f32
+    buf: MomentBuf,
+}
+
+/// exp_avg (`m`) and exp_avg_sq (`v`) of one parameter, in f32.
+enum MomentBuf {
+    /// An f32 parameter on the CPU: updated in place with the parameter ([`AdamWInplace`]).
+    Host { m: Vec<f32>, v: Vec<f32> },
+    /// Any other parameter: tensors on its device, replaced by tensor ops each step.
+    Tensors { m: Tensor, v: Tensor },
+}
+
+/// True for parameters the in-place step handles: f32, on the CPU, contiguous.
+fn in_place(var: &Var) -> bool {
+    var.dtype() == DType::F32 && var.device().is_cpu() && var.is_contiguous()
+}
+
+impl MomentBuf {
+    fn zeros(var: &Var) -> Result<Self> {
+        Ok(if in_place(var) {
+            let n = var.elem_count();
+            MomentBuf::Host {
+                m: vec![0.0; n],
+                v: vec![0.0; n],
+            }
+        } else {
+            let zeros = Tensor::zeros(var.shape(), DType::F32, var.device())?;
+            MomentBuf::Tensors {
+                m: zeros.clone(),
+                v: zeros,
+            }
+        })
+    }
+
+    /// From saved f32 tensors of the parameter's shape.
+    fn from_tensors(var: &Var, m: Tensor, v: Tensor) -> Result<Self> {
+        Ok(if in_place(var) {
+            MomentBuf::Host {
+                m: m.flatten_all()?.to_vec1::<f32>()?,
+                v: v.flatten_all()?.to_vec1::<f32>()?,
+            }
+        } else {
+            MomentBuf::Tensors { m, v }
+        })
+    }
+
+    /// (m, v) as f32 tensors of the parameter's shape on its device.
+    fn to_tensors(&self, var: &Var) -> Result<(Tensor, Tensor)> {
+        Ok(match self {
+            MomentBuf::Host { m, v } => (
+                Tensor::from_slice(m, var.shape(), var.device())?,
+                Tensor::from_slice(v, var.shape(), var.device())?,
+            ),
+            MomentBuf::Tensors { m, v } => (m.clone(), v.clone()),
+        })
+    }
 }
 
 pub struct AdamW {
@@ -68,11 +135,9 @@ impl AdamW {
         let state = params
             .iter()
             .map(|(name, var)| {
-                let zeros = Tensor::zeros(var.shape(), DType::F32, var.device())?;
                 Ok(Moments {
                     decay: !is_no_decay(name, var.rank()),
-                    m: zeros.clone(),
-                    v: zeros,
+                    buf: MomentBuf::zeros(var)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -103,6 +168,17 @@ impl AdamW {
             .collect()
     }
 
+    /// Makes every later step use the composed tensor update (the path of bf16/f16 and non-CPU
+    /// parameters) for all parameters, keeping the state: the same results, more allocation. For
+    /// benchmarks and tests of the in-place update against it.
+    pub fn use_composed_update(&mut self) -> Result<()> {
+        for ((_, var), st) in self.params.iter().zip(self.state.iter_mut()) {
+            let (m, v) = st.buf.to_tensors(var)?;
+            st.buf = MomentBuf::Tensors { m, v };
+        }
+        Ok(())
+    }
+
     /// One AdamW step with learning rate `lr`; `grads[i]` belongs to `params()[i]`.
     pub fn step(&mut self, grads: &[Option<Tensor>], lr: f64) -> Result<()> {
         assert_eq!(
@@ -123,15 +199,39 @@ impl AdamW {
         for (((_, var), st), g) in self.params.iter().zip(self.state.iter_mut()).zip(grads) {
             let Some(g) = g else { continue };
             let g = g.to_dtype(DType::F32)?;
-            let mut p = var.as_detached_tensor().to_dtype(DType::F32)?;
-            if st.decay && weight_decay != 0.0 {
-                p = p.affine(1.0 - lr * weight_decay, 0.0)?;
+            let decay = st.decay && weight_decay != 0.0;
+            match &mut st.buf {
+                MomentBuf::Host { m, v } => {
+                    // The f64 scalars rounded to f32 exactly where candle's `affine` rounds them
+                    // in the branch below.
+                    let scalars = AdamWScalars {
+                        decay_mul: decay.then_some((1.0 - lr * weight_decay) as f32),
+                        b1: b1 as f32,
+                        one_minus_b1: (1.0 - b1) as f32,
+                        b2: b2 as f32,
+                        one_minus_b2: (1.0 - b2) as f32,
+                        inv_bc2_sqrt: (1.0 / bc2_sqrt) as f32,
+                        eps: eps as f32,
+                        step_size: step_size as f32,
+                    };
+                    let op = AdamWInplace {
+                        moments: RefCell::new((m.as_mut_slice(), v.as_mut_slice())),
+                        scalars,
+                    };
+                    var.inplace_op2(&g.contiguous()?, &op)?;
+                }
+                MomentBuf::Tensors { m, v } => {
+                    let mut p = var.as_detached_tensor().to_dtype(DType::F32)?;
+                    if decay {
+                        p = p.affine(1.0 - lr * weight_decay, 0.0)?;
+                    }
+                    *m = ((&*m * b1)? + (&g * (1.0 - b1))?)?;
+                    *v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+                    let denom = v.sqrt()?.affine(1.0 / bc2_sqrt, eps)?;
+                    let p = (p - ((&*m / denom)? * step_size)?)?;
+                    var.set(&p.to_dtype(var.dtype())?)?;
+                }
             }
-            st.m = ((&st.m * b1)? + (&g * (1.0 - b1))?)?;
-            st.v = ((&st.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let denom = st.v.sqrt()?.affine(1.0 / bc2_sqrt, eps)?;
-            let p = (p - ((&st.m / denom)? * step_size)?)?;
-            var.set(&p.to_dtype(var.dtype())?)?;
         }
         Ok(())
     }
@@ -146,9 +246,10 @@ impl AdamW {
             .map(|(_, v)| v.device().clone())
             .unwrap_or(candle_core::Device::Cpu);
         out.insert("step".to_string(), Tensor::new(&[self.step as i64], &dev)?);
-        for ((name, _), st) in self.params.iter().zip(&self.state) {
-            out.insert(format!("{name}.exp_avg"), st.m.clone());
-            out.insert(format!("{name}.exp_avg_sq"), st.v.clone());
+        for ((name, var), st) in self.params.iter().zip(&self.state) {
+            let (m, v) = st.buf.to_tensors(var)?;
+            out.insert(format!("{name}.exp_avg"), m);
+            out.insert(format!("{name}.exp_avg_sq"), v);
         }
         Ok(out)
     }
@@ -192,8 +293,7 @@ impl AdamW {
             }
             state.push(Moments {
                 decay: old.decay,
-                m,
-                v,
+                buf: MomentBuf::from_tensors(var, m, v)?,
             });
         }
         self.step = step.first().copied().unwrap_or(0) as u64;
@@ -389,5 +489,210 @@ mod tests {
         let v = Var::zeros((3, 2), DType::F32, &dev).unwrap();
         let mut bad = AdamW::new(vec![("w".into(), v)], AdamWConfig::default()).unwrap();
         assert!(bad.load(d.path().join("o.safetensors")).is_err());
+    }
+
+    fn rand_vec(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale)
+            .collect()
+    }
+
+    /// Three parameters (a decayed matrix larger than one rayon task, a bias, a norm weight).
+    fn three_params(dev: &Device) -> Vec<(String, Var)> {
+        let shapes: [(&str, &[usize]); 3] = [
+            ("mlp.up_proj.weight", &[300, 131]),
+            ("mlp.up_proj.bias", &[131]),
+            ("ln_f.weight", &[7, 3]),
+        ];
+        shapes
+            .iter()
+            .enumerate()
+            .map(|(i, (name, dims))| {
+                let n = dims.iter().product();
+                (
+                    name.to_string(),
+                    Var::from_vec(rand_vec(i as u64, n, 1.0), *dims, dev).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn in_place_step_equals_composed_step() {
+        let dev = Device::Cpu;
+        let cfg = AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        };
+        let (pa, pb) = (three_params(&dev), three_params(&dev));
+        let mut fast = AdamW::new(pa.clone(), cfg).unwrap();
+        let mut slow = AdamW::new(pb.clone(), cfg).unwrap();
+        slow.use_composed_update().unwrap();
+        assert!(fast
+            .state
+            .iter()
+            .all(|s| matches!(s.buf, MomentBuf::Host { .. })));
+        assert_eq!(fast.decay_names(), vec!["mlp.up_proj.weight"]);
+        for step in 0..7u64 {
+            let grads: Vec<Option<Tensor>> = pa
+                .iter()
+                .enumerate()
+                .map(|(i, (_, var))| {
+                    // The bias misses its gradient in step 3.
+                    (step != 3 || i != 1).then(|| {
+                        Tensor::from_vec(
+                            rand_vec(100 * step + i as u64, var.elem_count(), 0.5),
+                            var.shape(),
+                            &dev,
+                        )
+                        .unwrap()
+                    })
+                })
+                .collect();
+            let lr = 1e-2 * (1.0 + step as f64);
+            fast.step(&grads, lr).unwrap();
+            slow.step(&grads, lr).unwrap();
+        }
+        let (sf, ss) = (fast.state_tensors().unwrap(), slow.state_tensors().unwrap());
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut pairs: Vec<(String, Vec<f32>, Vec<f32>)> = pa
+            .iter()
+            .zip(&pb)
+            .map(|((n, a), (_, b))| (n.clone(), flat(a.as_tensor()), flat(b.as_tensor())))
+            .collect();
+        for (k, a) in &sf {
+            if k != "step" {
+                pairs.push((k.clone(), flat(a), flat(&ss[k])));
+            }
+        }
+        for (name, a, b) in pairs {
+            let scale = b.iter().map(|x| x.abs()).fold(0f32, f32::max).max(1e-30);
+            let err = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+                / scale;
+            assert!(err <= 1e-6, "{name}: rel err {err}");
+        }
+        assert_eq!(fast.step_count(), 7);
+    }
+
+    #[test]
+    fn in_place_state_round_trips_through_either_path() {
+        let dev = Device::Cpu;
+        let cfg = AdamWConfig {
+            weight_decay: 0.05,
+            ..AdamWConfig::default()
+        };
+        let params = three_params(&dev);
+        let mut opt = AdamW::new(params.clone(), cfg).unwrap();
+        let grads: Vec<Option<Tensor>> = params
+            .iter()
+            .map(|(_, v)| {
+                Some(Tensor::from_vec(rand_vec(9, v.elem_count(), 1.0), v.shape(), &dev).unwrap())
+            })
+            .collect();
+        opt.step(&grads, 1e-3).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        opt.save(d.path().join("o.safetensors")).unwrap();
+        let copy = |ps: &[(String, Var)]| -> Vec<(String, Var)> {
+            ps.iter()
+                .map(|(n, v)| {
+                    (
+                        n.clone(),
+                        Var::from_tensor(&v.as_detached_tensor().copy().unwrap()).unwrap(),
+                    )
+                })
+                .collect()
+        };
+        // Loaded into the in-place path and into the composed path: same next step, same bits.
+        let (p1, p2) = (copy(&params), copy(&params));
+        let mut o1 = AdamW::new(p1.clone(), cfg).unwrap();
+        o1.load(d.path().join("o.safetensors")).unwrap();
+        let mut o2 = AdamW::new(p2.clone(), cfg).unwrap();
+        o2.use_composed_update().unwrap();
+        o2.load(d.path().join("o.safetensors")).unwrap();
+        o2.use_composed_update().unwrap(); // `load` picks the path from the parameter; force the composed one
+        for o in [&mut opt, &mut o1, &mut o2] {
+            o.step(&grads, 1e-3).unwrap();
+        }
+        for i in 0..params.len() {
+            let a = params[i].1.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(a, p1[i].1.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            assert_eq!(a, p2[i].1.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        }
+    }
+
+    #[test]
+    fn in_place_step_is_deterministic_across_threads() {
+        let dev = Device::Cpu;
+        let cfg = AdamWConfig {
+            weight_decay: 0.1,
+            ..AdamWConfig::default()
+        };
+        let run = || -> Vec<Vec<f32>> {
+            let params = three_params(&dev);
+            let mut opt = AdamW::new(params.clone(), cfg).unwrap();
+            for step in 0..3 {
+                let grads: Vec<Option<Tensor>> = params
+                    .iter()
+                    .map(|(_, v)| {
+                        Some(
+                            Tensor::from_vec(rand_vec(step, v.elem_count(), 1.0), v.shape(), &dev)
+                                .unwrap(),
+                        )
+                    })
+                    .collect();
+                opt.step(&grads, 1e-2).unwrap();
+            }
+            params
+                .iter()
+                .map(|(_, v)| v.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                .collect()
+        };
+        let first = run();
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            assert_eq!(first, pool.install(run), "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn half_precision_parameters_use_the_composed_step() {
+        let dev = Device::Cpu;
+        let w = Var::from_tensor(
+            &Tensor::new(&[[0.5f32, -1.0], [2.0, 0.25]], &dev)
+                .unwrap()
+                .to_dtype(DType::BF16)
+                .unwrap(),
+        )
+        .unwrap();
+        let mut opt = AdamW::new(vec![("w".into(), w.clone())], AdamWConfig::default()).unwrap();
+        assert!(matches!(opt.state[0].buf, MomentBuf::Tensors { .. }));
+        let g = Tensor::new(&[[0.1f32, -0.2], [0.3, 0.4]], &dev).unwrap();
+        opt.step(&[Some(g)], 1e-1).unwrap();
+        // First Adam step moves each weight by lr * sign(g) (up to eps).
+        let got = w
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for (g, want) in got.iter().zip([0.4f32, -0.9, 1.9, 0.15]) {
+            assert!((g - want).abs() < 1e-2, "{g} vs {want}");
+        }
+        assert_eq!(
+            opt.state_tensors().unwrap()["w.exp_avg"].dtype(),
+            DType::F32
+        );
     }
 }
