@@ -269,8 +269,26 @@ async fn api_key_is_required_when_set() {
 
 /// Opens a long streaming chat (`n` choices of nearly the whole context) and reads its first
 /// content chunks.
+/// A prompt whose greedy answer from the "raw" test model runs to the length limit without an end
+/// token (sampled answers end at an EOS after ~100 tokens, too soon for the long-stream tests).
+/// Greedy paths of a random model are fixed but depend on rounding, so the first of a few
+/// candidates that runs to the limit is used (probed on a server of its own, so the tests' servers
+/// and their token counters see only the tests' requests).
+async fn long_prompt() -> &'static str {
+    let probe = start(ServeConfig::default()).await;
+    for p in ["Hi", "x", "Count.", "The cat", "Paris"] {
+        let (st, v) = post(&probe.base, "/v1/chat/completions", chat_req(p, json!({"max_tokens": CTX - 40, "temperature": 0.0}))).await;
+        assert_eq!(st, 200, "{v}");
+        if v["choices"][0]["finish_reason"] == "length" {
+            return p;
+        }
+    }
+    panic!("no candidate prompt's greedy answer runs to the length limit: change the candidates")
+}
+
+/// Opens a greedy stream of `n` rows of CTX − 40 tokens each that no end token cuts short.
 async fn open_long_stream(base: &str, n: usize) -> reqwest::Response {
-    let req = chat_req("Go on and on.", json!({"max_tokens": CTX - 40, "stream": true, "temperature": 1.0, "seed": 1, "n": n}));
+    let req = chat_req(long_prompt().await, json!({"max_tokens": CTX - 40, "stream": true, "temperature": 0.0, "n": n}));
     let mut resp = client().post(format!("{base}/v1/chat/completions")).json(&req).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut seen = String::new();
@@ -305,9 +323,9 @@ async fn disconnected_client_is_dropped_from_the_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_limit_and_timeout() {
-    // 16 sampled rows of up to CTX − 40 tokens: the job ends when its last row does (an EOS is ~1 in
-    // 320 per step, so that takes ~1,000 decode steps of a 16-row batch with a growing cache, several
-    // seconds), so the 1 s deadline comes first.
+    // 16 greedy rows of CTX − 40 tokens each that no end token cuts short: 2,008 decode steps of a
+    // 16-row batch with a growing cache, several seconds, so the 1 s deadline always comes first.
+    // (Sampled rows end at an EOS after ~100 tokens, sooner than the deadline on a quiet machine.)
     let s = start(ServeConfig { max_concurrent: 1, max_n: 16, request_timeout: Duration::from_millis(1000), ..Default::default() }).await;
     let long = open_long_stream(&s.base, 16).await;
     let r = client().post(format!("{}/v1/chat/completions", s.base)).json(&chat_req("x", json!({}))).send().await.unwrap();
@@ -329,3 +347,4 @@ async fn concurrency_limit_and_timeout() {
     assert_eq!((st, v["error"]["type"].as_str()), (504, Some("timeout_error")), "{v}");
     wait_idle(&fast.base, "raw").await;
 }
+
