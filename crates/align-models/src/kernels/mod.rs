@@ -7,11 +7,53 @@
 //! reference for every other case.
 
 pub mod attention;
+pub mod bf16_matmul;
 pub mod rms_norm;
 pub mod rope;
 pub mod swiglu;
 
 use candle_core::{CpuStorage, Layout, Result, Tensor};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The precision of the linear layers' f32 matmuls on the CPU, process-wide, as PyTorch's
+/// `torch.set_float32_matmul_precision`: `F32` ("highest", the default) or `Bf16` ("medium":
+/// operands rounded to bf16, products accumulated in f32, results and gradients f32;
+/// [`bf16_matmul`]). `Bf16` takes effect only where the CPU has AVX512_BF16; elsewhere, and for
+/// other dtypes or devices, the layers keep candle's matmul.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulPrecision {
+    F32,
+    Bf16,
+}
+
+impl std::str::FromStr for MatmulPrecision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            _ => Err(format!("matmul precision must be \"f32\" or \"bf16\", got {s:?}")),
+        }
+    }
+}
+
+static MATMUL_PRECISION: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the process-wide [`MatmulPrecision`] and returns the previous one.
+pub fn set_matmul_precision(p: MatmulPrecision) -> MatmulPrecision {
+    match MATMUL_PRECISION.swap(p as u8, Ordering::Relaxed) {
+        1 => MatmulPrecision::Bf16,
+        _ => MatmulPrecision::F32,
+    }
+}
+
+/// The process-wide [`MatmulPrecision`] (F32 unless set).
+pub fn matmul_precision() -> MatmulPrecision {
+    match MATMUL_PRECISION.load(Ordering::Relaxed) {
+        1 => MatmulPrecision::Bf16,
+        _ => MatmulPrecision::F32,
+    }
+}
 
 /// True when every tensor is f32 on the CPU: the case the fused kernels handle.
 pub fn cpu_f32(ts: &[&Tensor]) -> bool {

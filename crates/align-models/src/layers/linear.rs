@@ -1,9 +1,16 @@
 //! Linear layers in the two weight layouts found in HF checkpoints. Each has a LoRA slot and
 //! registers itself under its HF module name while a model is built (see `crate::lora`).
 
+use crate::kernels::{bf16_matmul, cpu_f32, matmul_precision, MatmulPrecision};
 use crate::lora::LoraSlot;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
+
+/// True when `precision` asks for bf16 matmuls and the kernel can run them: f32 tensors on the
+/// CPU, a CPU with AVX512_BF16 (`kernels::bf16_matmul`).
+fn use_bf16(precision: MatmulPrecision, x: &Tensor, w: &Tensor) -> bool {
+    precision == MatmulPrecision::Bf16 && cpu_f32(&[x, w]) && bf16_matmul::available()
+}
 
 /// `y = x Wᵀ + b` with W of shape (out, in), as `torch.nn.Linear`.
 #[derive(Clone, Debug)]
@@ -34,14 +41,23 @@ pub fn matmul_last(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     y.reshape(out)
 }
 
-impl Module for Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = matmul_last(x, &self.lora.base(&self.weight).t()?)?;
+impl Linear {
+    /// The forward pass with the matmul in `precision` (`forward` uses the process-wide
+    /// `kernels::matmul_precision()`).
+    pub fn forward_with(&self, x: &Tensor, precision: MatmulPrecision) -> Result<Tensor> {
+        let w = self.lora.base(&self.weight);
+        let y = if use_bf16(precision, x, &w) { bf16_matmul::linear(x, &w)? } else { matmul_last(x, &w.t()?)? };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(&self.lora.base(b))?,
             None => y,
         };
         self.lora.add_update(x, y)
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, matmul_precision())
     }
 }
 
@@ -63,9 +79,62 @@ impl Conv1D {
     }
 }
 
+impl Conv1D {
+    /// As [`Linear::forward_with`].
+    pub fn forward_with(&self, x: &Tensor, precision: MatmulPrecision) -> Result<Tensor> {
+        let w = self.lora.base(&self.weight);
+        let y = if use_bf16(precision, x, &w) { bf16_matmul::conv1d(x, &w)? } else { matmul_last(x, &w)? };
+        let y = y.broadcast_add(&self.lora.base(&self.bias))?;
+        self.lora.add_update(x, y)
+    }
+}
+
 impl Module for Conv1D {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = matmul_last(x, &self.lora.base(&self.weight))?.broadcast_add(&self.lora.base(&self.bias))?;
-        self.lora.add_update(x, y)
+        self.forward_with(x, matmul_precision())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{grads, randn, rel_err};
+    use candle_core::{DType, Device, Var};
+    use candle_nn::VarMap;
+
+    /// Linear and Conv1D in bf16 precision: the kernel where the CPU has it (values and gradients
+    /// within bf16 tolerance of f32, and not bit-equal to it), candle's f32 matmul elsewhere.
+    #[test]
+    fn bf16_precision_uses_the_kernel_within_tolerance() -> Result<()> {
+        let x = Var::from_tensor(&randn(1, (2, 9, 40))?)?;
+        for conv in [false, true] {
+            let vm = VarMap::new();
+            let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+            let layer: Box<dyn Fn(&Tensor, MatmulPrecision) -> Result<Tensor>> = if conv {
+                let l = Conv1D::new(vb.pp("conv"), 40, 24)?;
+                Box::new(move |x, p| l.forward_with(x, p))
+            } else {
+                let l = Linear::new(vb.pp("lin"), 40, 24, true)?;
+                Box::new(move |x, p| l.forward_with(x, p))
+            };
+            let (f32_y, bf16_y) = (layer(&x, MatmulPrecision::F32)?, layer(&x, MatmulPrecision::Bf16)?);
+            assert_eq!(bf16_y.dims(), &[2, 9, 24]);
+            let e = rel_err(&bf16_y, &f32_y)?;
+            let vars = vm.all_vars();
+            let all: Vec<&Var> = std::iter::once(&x).chain(&vars).collect();
+            assert_eq!(all.len(), 3);
+            let (g, g_ref) = (grads(&all, &bf16_y, 2)?, grads(&all, &f32_y, 2)?);
+            if bf16_matmul::available() {
+                assert!(e > 0.0 && e < 2e-2, "conv {conv}: rel err {e}");
+                for (a, b) in g.iter().zip(&g_ref) {
+                    let e = rel_err(a, b)?;
+                    assert!(e < 2e-2, "conv {conv}: gradient rel err {e}");
+                }
+            } else {
+                eprintln!("no avx512bf16: bf16 precision runs the f32 matmul");
+                assert_eq!(e, 0.0, "conv {conv}");
+            }
+        }
+        Ok(())
     }
 }
