@@ -17,6 +17,7 @@ use crate::error::{Result, TrainError};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::schedule::{LrScheduler, Schedule};
 use align_core::metrics::{MetricsSink, Record};
+use align_models::kernels::{set_matmul_precision, MatmulPrecision};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,15 @@ pub trait Step<B> {
     }
     fn restore(&mut self, _state: &Value) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Restores the matmul precision that was in force before [`Trainer::fit`] when dropped.
+struct PrecisionGuard(MatmulPrecision);
+
+impl Drop for PrecisionGuard {
+    fn drop(&mut self) {
+        set_matmul_precision(self.0);
     }
 }
 
@@ -96,6 +106,12 @@ pub struct TrainConfig {
     /// Stop when the eval loss has not improved for this many evaluations (a final checkpoint is
     /// written); 0 = never. HF `EarlyStoppingCallback(early_stopping_patience)`.
     pub early_stopping_patience: u64,
+    /// "f32" | "bf16": the precision of the linear layers' matmuls while `fit` runs
+    /// (`align_models::kernels::set_matmul_precision`; the previous one is restored when it
+    /// returns). "bf16" rounds the operands to bf16 and accumulates in f32 on CPUs with
+    /// AVX512_BF16; weights, gradients and optimizer states stay f32. The peer is PyTorch's
+    /// `torch.set_float32_matmul_precision("medium")`. Default "f32".
+    pub matmul_precision: String,
 }
 
 impl Default for TrainConfig {
@@ -119,6 +135,7 @@ impl Default for TrainConfig {
             seed: 42,
             quiet: false,
             early_stopping_patience: 0,
+            matmul_precision: "f32".into(),
         }
     }
 }
@@ -159,6 +176,7 @@ impl TrainConfig {
         if self.log_every == 0 {
             return bad("log_every must be >= 1");
         }
+        self.matmul_precision.parse::<MatmulPrecision>().map_err(TrainError::Config)?;
         Ok(())
     }
 
@@ -317,6 +335,8 @@ impl Trainer {
         mut eval: Option<&mut EvalFn<'_, S>>,
     ) -> Result<FitSummary> {
         let cfg = self.config.clone();
+        let precision = cfg.matmul_precision.parse::<MatmulPrecision>().map_err(TrainError::Config)?;
+        let _precision = PrecisionGuard(set_matmul_precision(precision));
         let accum = cfg.grad_accum;
         MetricsSink::truncate_after_step(self.metrics_path(), self.step)?;
         let mut sink = MetricsSink::open(self.metrics_path())?;

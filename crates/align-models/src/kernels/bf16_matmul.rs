@@ -240,6 +240,13 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// The pointer (a method, so closures capture the `Sync` wrapper, not the bare field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `C = A·Bᵀ` (m×n, f32) with A m×k and B n×k read as bf16, f32 accumulation. Needs [`available`].
 fn gemm(a: Mat<'_>, b: Mat<'_>) -> Result<Vec<f32>> {
     if a.inner != b.inner {
@@ -258,7 +265,6 @@ fn gemm(a: Mat<'_>, b: Mat<'_>) -> Result<Vec<f32>> {
     let (tiles_m, tiles_n) = (m.div_ceil(MC), n.div_ceil(NC));
     let out = OutPtr(c.as_mut_ptr());
     (0..tiles_m * tiles_n).into_par_iter().for_each(|t| {
-        let out = out;
         let (i0, j0) = ((t / tiles_n) * MC, (t % tiles_n) * NC);
         let (i1, j1) = ((i0 + MC).min(m), (j0 + NC).min(n));
         let mut tmp = [0f32; MR * NR];
@@ -276,17 +282,17 @@ fn gemm(a: Mat<'_>, b: Mat<'_>) -> Result<Vec<f32>> {
                     unsafe {
                         let first = p0 == 0;
                         if mv == MR && nv == NR {
-                            microkernel(kc, apanel.as_ptr(), bpanel.as_ptr(), out.0.add(i * n + j), n, first);
+                            microkernel(kc, apanel.as_ptr(), bpanel.as_ptr(), out.get().add(i * n + j), n, first);
                         } else {
                             if !first {
                                 for r in 0..mv {
-                                    let src = std::slice::from_raw_parts(out.0.add((i + r) * n + j), nv);
+                                    let src = std::slice::from_raw_parts(out.get().add((i + r) * n + j), nv);
                                     tmp[r * NR..r * NR + nv].copy_from_slice(src);
                                 }
                             }
                             microkernel(kc, apanel.as_ptr(), bpanel.as_ptr(), tmp.as_mut_ptr(), NR, first);
                             for r in 0..mv {
-                                let dst = std::slice::from_raw_parts_mut(out.0.add((i + r) * n + j), nv);
+                                let dst = std::slice::from_raw_parts_mut(out.get().add((i + r) * n + j), nv);
                                 dst.copy_from_slice(&tmp[r * NR..r * NR + nv]);
                             }
                         }
@@ -393,7 +399,7 @@ mod tests {
 
     #[test]
     fn rounding_is_nearest_even_as_half() {
-        let vals = [0.0, -0.0, 1.0, 1.00390625, 1.01171875, 3.1415927, -2.7182817, 1e-30, 3.4e38, f32::MAX, f32::INFINITY, f32::MIN_POSITIVE];
+        let vals = [0.0, -0.0, 1.0, 1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, std::f32::consts::PI, -std::f32::consts::E, 1e-30, 3.4e38, f32::MAX, f32::INFINITY, f32::MIN_POSITIVE];
         for x in vals.into_iter().chain((0..10000).map(|i| (i as f32 * 0.7311).sin() * 10f32.powi(i % 17 - 8))) {
             assert_eq!(bf16_bits(x), half::bf16::from_f32(x).to_bits(), "{x:e}");
         }

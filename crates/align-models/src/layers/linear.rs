@@ -104,13 +104,15 @@ mod tests {
 
     /// Linear and Conv1D in bf16 precision: the kernel where the CPU has it (values and gradients
     /// within bf16 tolerance of f32, and not bit-equal to it), candle's f32 matmul elsewhere.
+    type Layer = Box<dyn Fn(&Tensor, MatmulPrecision) -> Result<Tensor>>;
+
     #[test]
     fn bf16_precision_uses_the_kernel_within_tolerance() -> Result<()> {
         let x = Var::from_tensor(&randn(1, (2, 9, 40))?)?;
         for conv in [false, true] {
             let vm = VarMap::new();
             let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-            let layer: Box<dyn Fn(&Tensor, MatmulPrecision) -> Result<Tensor>> = if conv {
+            let layer: Layer = if conv {
                 let l = Conv1D::new(vb.pp("conv"), 40, 24)?;
                 Box::new(move |x, p| l.forward_with(x, p))
             } else {
