@@ -81,10 +81,9 @@ pub fn run_with_rewards(cfg: &RlConfig, rewards: RewardSet, resume: bool, resolv
         align_core::atomic::write_atomic(dir.join("align_config.toml"), resolved_text.as_bytes())?;
         Ok(())
     });
-    let eval_before = if resume { Record::new() } else { stream.evaluate()? };
-    if resume {
-        trainer.resume(&mut step, &mut stream)?;
-    }
+    // Before training: measured unless the run continues from a checkpoint (then the policy has moved).
+    let resumed = if resume { trainer.resume(&mut step, &mut stream)?.is_some() } else { false };
+    let eval_before = if resumed { Record::new() } else { stream.evaluate()? };
     let summary = trainer.fit(&mut step, &mut stream, None)?;
     let eval_after = stream.evaluate()?;
     let rollouts = std::fs::read_to_string(cfg.out_dir.join("rollouts.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
