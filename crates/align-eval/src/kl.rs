@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 /// KL of a policy from a reference on one prompt set.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct KlReport {
+    /// Name of the reference model (set by the caller; empty when unnamed).
+    #[serde(default)]
+    pub reference: String,
     /// Mean over responses of the summed per-token exact KL, in nats.
     pub kl: f64,
     /// 95% bootstrap interval of `kl` over prompts.
@@ -149,6 +152,7 @@ pub fn kl_to_reference(
     let per_prompt: Vec<f64> = per_prompt.iter().map(|(s, c)| s / *c as f64).collect();
     let (ci_low, ci_high) = bootstrap_ci(&per_prompt, 1000, cfg.seed);
     Ok(KlReport {
+        reference: String::new(),
         kl: sum_exact / n as f64,
         ci_low,
         ci_high,

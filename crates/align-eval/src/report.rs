@@ -404,7 +404,14 @@ fn hhh_table(stages: &[Stage]) -> Table {
     let mut header = ["stage", "helpful ↑", "honest ↑", "harmless ↑", "overall ↑", "prompts"].map(String::from).to_vec();
     let mut better = vec![None, Some(true), Some(true), Some(true), Some(true), None];
     if with_kl {
-        header.push("KL from reference (nats)".into());
+        // "KL from SFT" when every measured stage names the same reference.
+        let mut refs: Vec<&str> = stages.iter().filter_map(|s| s.eval.kl.as_ref()).map(|k| k.reference.as_str()).collect();
+        refs.dedup();
+        let of = match refs.as_slice() {
+            [r] if !r.is_empty() => escape_html(r),
+            _ => "reference".into(),
+        };
+        header.push(format!("KL from {of} (nats per answer)"));
         better.push(None);
     }
     let mut rows = vec![];
@@ -1184,6 +1191,20 @@ mod tests {
         let html = t.html("num");
         assert_eq!(html.matches("class=\"best\"").count(), 1, "{html}");
         assert!(html.contains("<td class=\"best\">5%</td>"));
+    }
+
+    #[test]
+    fn hhh_table_has_a_kl_column_only_when_a_stage_was_measured() {
+        let sft = Stage { key: "sft".into(), eval: stage_eval("SFT", &[0.5, 0.5], "a") };
+        let mut dpo = Stage { key: "dpo".into(), eval: stage_eval("DPO", &[0.6, 0.4], "b") };
+        assert_eq!(hhh_table(&[sft.clone(), dpo.clone()]).header.len(), 6);
+        let k = crate::kl::KlReport { reference: "SFT".into(), kl: 1.234, ci_low: 1.0, ci_high: 1.5, kl_k1: 1.2, responses: 2, mean_tokens: 3.0, per_prompt: vec![1.0, 1.468] };
+        dpo.eval.kl = Some(k);
+        let t = hhh_table(&[sft, dpo]);
+        assert_eq!(t.header.last().unwrap(), "KL from SFT (nats per answer)");
+        assert_eq!(t.rows[0].last().unwrap(), "–");
+        assert_eq!(t.rows[1].last().unwrap(), "1.23 [1.00, 1.50]");
+        assert!(t.rows.iter().zip(&t.values).all(|(r, v)| r.len() == t.header.len() && v.len() == t.header.len()));
     }
 
     #[test]

@@ -452,5 +452,6 @@ fn kl_from_sft(dir: &Path, sft: &Path, records: &[align_gym::PromptRecord], samp
     let (policy, reference) = (load(dir)?, load(sft)?);
     let tok = align_data::Tokenizer::from_dir(dir)?;
     let prompts: Vec<String> = records.iter().map(|r| r.prompt.clone()).collect();
-    Ok(align_eval::kl::kl_to_reference(&policy, &reference, &tok, &prompts, PromptStyle::Chat, sampling, cfg.eval_kl_samples, cfg.eval_batch_size)?)
+    let k = align_eval::kl::kl_to_reference(&policy, &reference, &tok, &prompts, PromptStyle::Chat, sampling, cfg.eval_kl_samples, cfg.eval_batch_size)?;
+    Ok(align_eval::kl::KlReport { reference: "SFT".into(), ..k })
 }

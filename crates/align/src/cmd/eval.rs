@@ -184,7 +184,9 @@ fn gym_eval(a: &EvalArgs, prompts: &Path, sampling: &SamplingConfig) -> Result<V
             let policy = Model::from_pretrained(&dir, candle_core::DType::F32, &candle_core::Device::Cpu).with_context(|| format!("loading the model in {}", dir.display()))?;
             let tok = Tokenizer::from_dir(&dir)?;
             eprintln!("{}: KL from {rname} on {} prompts × {} samples", e.name, prompts.len(), a.kl_samples);
-            e.kl = Some(kl_to_reference(&policy, &reference, &tok, &prompts, style, sampling, a.kl_samples, a.batch_size).with_context(|| format!("KL of {} from {rname}", e.name))?);
+            let mut k = kl_to_reference(&policy, &reference, &tok, &prompts, style, sampling, a.kl_samples, a.batch_size).with_context(|| format!("KL of {} from {rname}", e.name))?;
+            k.reference = rname.clone();
+            e.kl = Some(k);
         }
     }
     println!("{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}", "model", "helpful", "honest", "harmless", "overall", "refuse", "abstain", "agree", "KL");
