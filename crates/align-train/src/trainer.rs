@@ -580,6 +580,11 @@ mod tests {
             "max_steps is required"
         );
         assert!(TrainConfig::from_toml("max_steps = 3\nlr_scheduler = \"cosin\"").is_err());
+        assert_eq!(cfg.matmul_precision, "f32");
+        let bf16 = TrainConfig::from_toml("max_steps = 3\nmatmul_precision = \"bf16\"").unwrap();
+        assert_eq!(bf16.matmul_precision, "bf16");
+        let err = TrainConfig::from_toml("max_steps = 3\nmatmul_precision = \"fp8\"").unwrap_err();
+        assert!(err.to_string().contains("fp8"), "{err}");
     }
 
     #[test]

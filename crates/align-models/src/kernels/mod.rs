@@ -100,6 +100,18 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
+#[cfg(test)]
+mod tests {
+    use super::MatmulPrecision;
+
+    #[test]
+    fn matmul_precision_parses_its_two_names() {
+        assert_eq!("f32".parse::<MatmulPrecision>(), Ok(MatmulPrecision::F32));
+        assert_eq!("bf16".parse::<MatmulPrecision>(), Ok(MatmulPrecision::Bf16));
+        assert!("medium".parse::<MatmulPrecision>().unwrap_err().contains("medium"));
+    }
+}
+
 /// Shared helpers of the kernels' tests: seeded inputs and error measures.
 #[cfg(test)]
 pub(crate) mod testing {
