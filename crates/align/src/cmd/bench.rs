@@ -74,6 +74,10 @@ pub struct BenchArgs {
     /// Timed repetitions of the matmul (best of) and of each generation run (best of).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// Matmul precision of the linear layers (training and generation): f32, or bf16 (AVX512_BF16 products,
+    /// f32 master weights and accumulation; `align_models::kernels::set_matmul_precision`).
+    #[arg(long, default_value = "f32")]
+    pub matmul_precision: String,
 }
 
 /// The shapes of one benchmarked model.
@@ -143,9 +147,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchSize::All => vec![&TINY, &SMALL],
     };
 
+    let precision: align_models::kernels::MatmulPrecision = args.matmul_precision.parse().map_err(|e| anyhow::anyhow!("--matmul-precision: {e}"))?;
+    align_models::kernels::set_matmul_precision(precision);
     let env_of = |k: &str| std::env::var(k).ok();
     let mut out = json!({
         "impl": "align",
+        "matmul_precision": args.matmul_precision,
         "version": env!("CARGO_PKG_VERSION"),
         "threads": threads,
         "env": {
