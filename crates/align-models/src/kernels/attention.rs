@@ -496,7 +496,8 @@ impl CustomOp3 for FlashAttention {
         let bias = f32_slice(&bias_s, bias_l, "attention bias")?;
         let mut y = vec![0f32; b * h * t * d];
         let mut stats = vec![0f32; b * h * t * 2];
-        y.par_chunks_mut(t * d).zip(stats.par_chunks_mut(t * 2)).enumerate().for_each(|(bh, (y, st))| {
+        let seq = super::sequential(b * h * t * tk * d);
+        let per_head = |(bh, (y, st)): (usize, (&mut [f32], &mut [f32]))| {
             let bi = bh / h;
             let kvi = bi * kv + (bh % h) / n_rep;
             let (k, v) = (&k[kvi * tk * d..][..tk * d], &v[kvi * tk * d..][..tk * d]);
@@ -504,11 +505,21 @@ impl CustomOp3 for FlashAttention {
             let bb = dims.bias_row(bi);
             let bias = &bias[bb * t * tk..][..t * tk];
             let kinds = &self.kinds[bb * nqb * nkb..][..nqb * nkb];
-            y.par_chunks_mut(BQ * d).zip(st.par_chunks_mut(BQ * 2)).enumerate().for_each(|(qb, (y, st))| {
+            let per_block = |(qb, (y, st)): (usize, (&mut [f32], &mut [f32]))| {
                 let q = &q[qb * BQ * d..][..y.len()];
                 self.fwd_block(q, k, v, &bias[qb * BQ * tk..], &kinds[qb * nkb..][..nkb], y, st)
-            });
-        });
+            };
+            if seq {
+                y.chunks_mut(BQ * d).zip(st.chunks_mut(BQ * 2)).enumerate().for_each(per_block);
+            } else {
+                y.par_chunks_mut(BQ * d).zip(st.par_chunks_mut(BQ * 2)).enumerate().for_each(per_block);
+            }
+        };
+        if seq {
+            y.chunks_mut(t * d).zip(stats.chunks_mut(t * 2)).enumerate().for_each(per_head);
+        } else {
+            y.par_chunks_mut(t * d).zip(stats.par_chunks_mut(t * 2)).enumerate().for_each(per_head);
+        }
         if self.stats.set(stats).is_err() {
             candle_core::bail!("flash_attention: one op instance was run twice");
         }
@@ -537,12 +548,14 @@ impl CustomOp3 for FlashAttention {
             if ys.len() != qs.len() || gys.len() != qs.len() {
                 candle_core::bail!("flash_attention bwd: y has {}, dy {} elements, q {}", ys.len(), gys.len(), qs.len());
             }
-            (dq.par_chunks_mut(n_rep * t * d), dk.par_chunks_mut(tk * d), dv.par_chunks_mut(tk * d))
-                .into_par_iter()
-                .enumerate()
-                .for_each(|(task, (dq, dk, dv))| {
-                    self.bwd_group((task / kv, task % kv), (qs, ks, vs), (ys, gys), bias, stats, (dq, dk, dv))
-                });
+            let run = |(task, (dq, dk, dv)): (usize, (&mut [f32], &mut [f32], &mut [f32]))| {
+                self.bwd_group((task / kv, task % kv), (qs, ks, vs), (ys, gys), bias, stats, (dq, dk, dv))
+            };
+            if super::sequential(b * h * t * tk * d) {
+                dq.chunks_mut(n_rep * t * d).zip(dk.chunks_mut(tk * d)).zip(dv.chunks_mut(tk * d)).map(|((a, b), c)| (a, b, c)).enumerate().for_each(run);
+            } else {
+                (dq.par_chunks_mut(n_rep * t * d), dk.par_chunks_mut(tk * d), dv.par_chunks_mut(tk * d)).into_par_iter().enumerate().for_each(run);
+            }
         }
         let dev = q.device();
         Ok((

@@ -55,6 +55,18 @@ pub fn matmul_precision() -> MatmulPrecision {
     }
 }
 
+/// Work (elements touched) below which a kernel runs its tasks on the calling thread. A rayon
+/// parallel iterator started outside the pool injects a job, wakes a worker and blocks until it
+/// is done: tens of microseconds, more than a decode step's rows of a small model take (measured:
+/// tiny-model generation at batch 1 was several times slower with every kernel dispatched). The
+/// tasks and their order are the same either way, so results do not change.
+pub const PARALLEL_MIN_WORK: usize = 1 << 15;
+
+/// True when `work` is too small to be worth rayon's dispatch (see [`PARALLEL_MIN_WORK`]).
+pub fn sequential(work: usize) -> bool {
+    work < PARALLEL_MIN_WORK
+}
+
 /// True when every tensor is f32 on the CPU: the case the fused kernels handle.
 pub fn cpu_f32(ts: &[&Tensor]) -> bool {
     ts.iter().all(|t| t.dtype() == candle_core::DType::F32 && t.device().is_cpu())

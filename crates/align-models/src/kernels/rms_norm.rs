@@ -126,7 +126,12 @@ impl CustomOp2 for RmsNormOp {
         }
         let mut y = vec![0f32; x.len()];
         let chunk = rows_per_task(c) * c;
-        y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(y, x)| fwd_rows(x, w, y, self.eps));
+        let run = |(y, x): (&mut [f32], &[f32])| fwd_rows(x, w, y, self.eps);
+        if super::sequential(x.len()) {
+            y.chunks_mut(chunk).zip(x.chunks(chunk)).for_each(run);
+        } else {
+            y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(run);
+        }
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -174,9 +179,12 @@ impl CustomOp3 for RmsNormBwdOp {
         let mut out = vec![0f32; (rows + 1) * c];
         let (dx, dw) = out.split_at_mut(rows * c);
         let mut parts = vec![0f32; n_tasks * c];
-        (dx.par_chunks_mut(chunk), x.par_chunks(chunk), g.par_chunks(chunk), parts.par_chunks_mut(c))
-            .into_par_iter()
-            .for_each(|(dx, x, g, part)| bwd_rows(x, g, w, dx, part, self.eps));
+        let run = |(dx, x, g, part): (&mut [f32], &[f32], &[f32], &mut [f32])| bwd_rows(x, g, w, dx, part, self.eps);
+        if super::sequential(x.len()) {
+            dx.chunks_mut(chunk).zip(x.chunks(chunk)).zip(g.chunks(chunk)).zip(parts.chunks_mut(c)).for_each(|(((dx, x), g), p)| run((dx, x, g, p)));
+        } else {
+            (dx.par_chunks_mut(chunk), x.par_chunks(chunk), g.par_chunks(chunk), parts.par_chunks_mut(c)).into_par_iter().for_each(run);
+        }
         // Chunk partial sums added in chunk order: the same bits for any thread count.
         for part in parts.chunks_exact(c) {
             for (d, &p) in dw.iter_mut().zip(part) {

@@ -150,11 +150,16 @@ impl CustomOp3 for RopeOp {
             return Ok((CpuStorage::F32(y), shape.clone()));
         }
         let rpt = rows_per_task(d);
-        y.par_chunks_mut(rpt * d).enumerate().for_each(|(task, y)| {
+        let run = |(task, y): (usize, &mut [f32])| {
             let row0 = task * rpt;
             let mut rows = [Rows::new(l1, row0), Rows::new(l2, row0), Rows::new(l3, row0)];
             rope_rows(x, c, s, y, d, &mut rows, self.transpose);
-        });
+        };
+        if super::sequential(y.len()) {
+            y.chunks_mut(rpt * d).enumerate().for_each(run);
+        } else {
+            y.par_chunks_mut(rpt * d).enumerate().for_each(run);
+        }
         Ok((CpuStorage::F32(y), shape.clone()))
     }
 

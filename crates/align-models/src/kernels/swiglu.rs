@@ -85,9 +85,11 @@ impl CustomOp2 for SwiGluOp {
             candle_core::bail!("swiglu: gate has {}, up {} elements", gate.len(), up.len());
         }
         let mut y = vec![0f32; gate.len()];
-        (y.par_chunks_mut(TASK), gate.par_chunks(TASK), up.par_chunks(TASK))
-            .into_par_iter()
-            .for_each(|(y, a, b)| fwd_chunk(a, b, y));
+        if super::sequential(gate.len()) {
+            y.chunks_mut(TASK).zip(gate.chunks(TASK)).zip(up.chunks(TASK)).for_each(|((y, a), b)| fwd_chunk(a, b, y));
+        } else {
+            (y.par_chunks_mut(TASK), gate.par_chunks(TASK), up.par_chunks(TASK)).into_par_iter().for_each(|(y, a, b)| fwd_chunk(a, b, y));
+        }
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -124,9 +126,14 @@ impl CustomOp3 for SwiGluBwdOp {
         }
         let mut out = vec![0f32; 2 * n];
         let (d_gate, d_up) = out.split_at_mut(n);
-        (d_gate.par_chunks_mut(TASK), d_up.par_chunks_mut(TASK), gate.par_chunks(TASK), up.par_chunks(TASK), g.par_chunks(TASK))
-            .into_par_iter()
-            .for_each(|(dg, du, a, b, g)| bwd_chunk(a, b, g, dg, du));
+        if super::sequential(n) {
+            let chunks = d_gate.chunks_mut(TASK).zip(d_up.chunks_mut(TASK)).zip(gate.chunks(TASK)).zip(up.chunks(TASK)).zip(g.chunks(TASK));
+            chunks.for_each(|((((dg, du), a), b), g)| bwd_chunk(a, b, g, dg, du));
+        } else {
+            (d_gate.par_chunks_mut(TASK), d_up.par_chunks_mut(TASK), gate.par_chunks(TASK), up.par_chunks(TASK), g.par_chunks(TASK))
+                .into_par_iter()
+                .for_each(|(dg, du, a, b, g)| bwd_chunk(a, b, g, dg, du));
+        }
         let mut dims = vec![2];
         dims.extend_from_slice(l1.dims());
         Ok((CpuStorage::F32(out), Shape::from(dims)))
