@@ -96,6 +96,6 @@ impl CausalLm for Gpt2 {
     }
 
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        crate::layers::linear::matmul_last(hidden, &self.wte.t()?)
+        crate::layers::linear::matmul_t(hidden, &self.wte)
     }
 }

@@ -126,6 +126,6 @@ impl CausalLm for Llama {
     }
 
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        crate::layers::linear::matmul_last(hidden, &self.lm_head.t()?)
+        crate::layers::linear::matmul_t(hidden, &self.lm_head)
     }
 }

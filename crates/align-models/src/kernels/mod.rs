@@ -10,6 +10,7 @@ pub mod attention;
 pub mod bf16_matmul;
 pub mod rms_norm;
 pub mod rope;
+pub mod skinny;
 pub mod swiglu;
 
 use candle_core::{CpuStorage, Layout, Result, Tensor};

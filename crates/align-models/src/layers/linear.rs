@@ -1,7 +1,7 @@
 //! Linear layers in the two weight layouts found in HF checkpoints. Each has a LoRA slot and
 //! registers itself under its HF module name while a model is built (see `crate::lora`).
 
-use crate::kernels::{bf16_matmul, cpu_f32, matmul_precision, MatmulPrecision};
+use crate::kernels::{bf16_matmul, cpu_f32, matmul_precision, skinny, MatmulPrecision};
 use crate::lora::LoraSlot;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -41,12 +41,27 @@ pub fn matmul_last(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     y.reshape(out)
 }
 
+/// `x @ wᵀ` over the last dim of `x` for w of shape (out, in) (HF's Linear and tied-embedding
+/// layout). A decode step's few rows (f32, CPU) take the `kernels::skinny` path: one pass over W
+/// instead of a GEMM that packs W on every call.
+pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if skinny::applies(x, w) {
+        skinny::linear(x, w)
+    } else {
+        matmul_last(x, &w.t()?)
+    }
+}
+
 impl Linear {
     /// The forward pass with the matmul in `precision` (`forward` uses the process-wide
     /// `kernels::matmul_precision()`).
     pub fn forward_with(&self, x: &Tensor, precision: MatmulPrecision) -> Result<Tensor> {
         let w = self.lora.base(&self.weight);
-        let y = if use_bf16(precision, x, &w) { bf16_matmul::linear(x, &w)? } else { matmul_last(x, &w.t()?)? };
+        let y = if use_bf16(precision, x, &w) {
+            bf16_matmul::linear(x, &w)?
+        } else {
+            matmul_t(x, &w)?
+        };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(&self.lora.base(b))?,
             None => y,
