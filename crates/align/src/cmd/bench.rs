@@ -321,8 +321,8 @@ fn bench_train(p: &Preset, warmup: usize, steps: usize) -> anyhow::Result<Value>
         let t1 = Instant::now();
         let logits = model.lm.lm_head(&hidden)?; // (B, T, V)
         let t2 = Instant::now();
-        let loss =
-            candle_nn::loss::cross_entropy(&logits.reshape((b * t, v))?, &targets.flatten_all()?)?;
+        // The trainers' loss: the fused log-softmax + gather kernel (align_train::kernels).
+        let loss = align_train::lm_loss::causal_lm_loss(&logits, &targets.reshape((b, t))?, None)?;
         let loss_val = loss.to_scalar::<f32>()?;
         let t3 = Instant::now();
         let grads = loss.backward()?;
