@@ -7,117 +7,19 @@
 //!
 //! Every loop works on plain f32 slices, is split over rayon's pool in chunks whose size depends
 //! only on the shape (so results are bit-identical for any thread count) and is compiled for
-//! AVX-512 / AVX2 when the CPU has them ([`multiversion`]); the arithmetic is plain IEEE (no
+//! AVX-512 / AVX2 when the CPU has them (align-models' `multiversion!`, `kernels::simd`); the arithmetic is plain IEEE (no
 //! fast-math, no contraction into FMA), so every version gives the same bits.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, InplaceOp2, Layout, Result, Shape, Tensor};
+use align_models::kernels::contiguous_f32;
+use align_models::kernels::simd::{exp, lanes_sum, row_max, LANES};
+use align_models::multiversion;
 use rayon::prelude::*;
 use std::cell::RefCell;
-
-/// The f32 elements of a contiguous tensor's storage, in row-major order.
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("{what}: expected a contiguous tensor, got strides {:?}", l.stride()),
-    }
-}
-
-/// Defines `fn $name(args)` (no return value) whose body is compiled three times, for AVX-512,
-/// for AVX2 and for the baseline, and picks the best one the CPU has at run time.
-macro_rules! multiversion {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$m])*
-        $vis fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-                unsafe fn avx512($($arg: $ty),*) { body($($arg),*) }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) { body($($arg),*) }
-                if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
-                    // SAFETY: the CPU supports the features this version was compiled for.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: as above.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Token log-probabilities
 // ---------------------------------------------------------------------------------------------
-
-/// `e^x` for x ≤ 88 (clamped above), exactly 0 below -87, NaN kept: Cody-Waite reduction
-/// `x = n ln2 + r`, Cephes' degree-6 polynomial for `e^r` (~1 ulp), `2^n` built from bits.
-/// Vectorizable, unlike libm's `expf`.
-#[inline(always)]
-#[allow(clippy::excessive_precision)] // Cephes' constants, as published
-fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_375;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // 1.5·2²³: adding it rounds to an integer held in the low mantissa bits.
-    const MAGIC: f32 = 12_582_912.0;
-    let xc = x.clamp(-87.0, 88.0);
-    let k = xc * LOG2E + MAGIC;
-    let n = k - MAGIC;
-    let r = (xc - n * LN2_HI) - n * LN2_LO;
-    let mut p = 1.987_569_2e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
-    let er = p * r * r + r + 1.0;
-    let ni = k.to_bits().wrapping_sub(MAGIC.to_bits()) as i32; // n as an integer, |n| ≤ 127
-    let y = er * f32::from_bits((ni.wrapping_add(127) as u32) << 23);
-    // Below -87 the true value is < 1.7e-38: a softmax term that cannot matter; -inf gives 0.
-    if x < -87.0 {
-        0.0
-    } else {
-        y
-    }
-}
-
-/// Lanes of the row reductions: 16 independent accumulators, combined in a fixed order.
-const LANES: usize = 16;
-
-/// Pairwise sum of 16 lanes, in a fixed order.
-#[inline(always)]
-fn lanes_sum(acc: &[f32; LANES]) -> f32 {
-    let mut h = [0f32; 8];
-    for i in 0..8 {
-        h[i] = acc[i] + acc[i + 8];
-    }
-    let q = [h[0] + h[4], h[1] + h[5], h[2] + h[6], h[3] + h[7]];
-    (q[0] + q[2]) + (q[1] + q[3])
-}
-
-/// `max(x)` of a row (NaN entries are skipped here and surface through the sum of exps).
-#[inline(always)]
-fn row_max(x: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let rem = chunks.remainder();
-    for ch in chunks {
-        for i in 0..LANES {
-            acc[i] = if ch[i] > acc[i] { ch[i] } else { acc[i] };
-        }
-    }
-    let mut m = acc.iter().fold(f32::NEG_INFINITY, |m, &a| if a > m { a } else { m });
-    for &a in rem {
-        m = if a > m { a } else { m };
-    }
-    m
-}
 
 /// `Σ e^(x - max)` of a row.
 #[inline(always)]

@@ -28,6 +28,7 @@
 //! head), which owns the dk/dv rows of its head and the dq rows of its query heads and sums
 //! them in a fixed order: results are bit-identical whatever the number of threads.
 
+use super::simd::{exp, lanes_sum, row_max};
 use super::{contiguous_f32, multiversion};
 use crate::layers::mask::MASKED;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, StorageRef, Tensor};
@@ -193,64 +194,6 @@ fn matmul(
             gemm::Parallelism::None,
         )
     }
-}
-
-/// `exp(x)` for f32 in plain arithmetic that vectorises (Cephes' `expf`: `x = n ln2 + r`, a
-/// degree-7 polynomial in `r`, `2ⁿ` from the exponent bits); within 2 ulp of `f32::exp` on
-/// [-87, 88], exactly 0 below -87 (where the true value is under 1.7e-38), `exp(88)` above 88.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LO: f32 = -87.0;
-    const HI: f32 = 88.0;
-    // 1.5·2²³: adding it rounds to an integer (nearest even), which lands in the low mantissa bits.
-    const MAGIC: f32 = 12_582_912.0;
-    let xc = x.clamp(LO, HI);
-    let t = xc * std::f32::consts::LOG2_E + MAGIC;
-    let n = t - MAGIC;
-    // Cody–Waite: ln 2 = 0.693359375 - 2.12194440e-4, the first part exact in a few bits.
-    let r = (xc - n * 0.693_359_4) - n * -2.121_944_4e-4;
-    let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_345e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let e = p * r * r + r + 1.0;
-    let pow2 = f32::from_bits(((t.to_bits() as i32 - MAGIC.to_bits() as i32 + 127) << 23) as u32);
-    if x < LO {
-        0.0
-    } else {
-        e * pow2
-    }
-}
-
-/// Pairwise sum of 16 lanes, in a fixed order.
-#[inline(always)]
-fn lanes_sum(acc: &[f32; 16]) -> f32 {
-    let mut h = [0f32; 8];
-    for i in 0..8 {
-        h[i] = acc[i] + acc[i + 8];
-    }
-    let q = [h[0] + h[4], h[1] + h[5], h[2] + h[6], h[3] + h[7]];
-    (q[0] + q[2]) + (q[1] + q[3])
-}
-
-/// Max of a row, 16 lanes at a time.
-#[inline(always)]
-fn row_max(v: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; 16];
-    let chunks = v.chunks_exact(16);
-    let rem = chunks.remainder();
-    for c in chunks {
-        for i in 0..16 {
-            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
-        }
-    }
-    let mut m = f32::NEG_INFINITY;
-    for x in acc.into_iter().chain(rem.iter().copied()) {
-        m = if x > m { x } else { m };
-    }
-    m
 }
 
 /// `v = exp(v - m)` in place; returns `Σ v` summed in 16 lanes then in a fixed order.
@@ -748,20 +691,5 @@ mod tests {
             }
         }
         Ok(())
-    }
-
-    #[test]
-    fn exp_is_within_two_ulp_of_std() {
-        let mut x = -87.0f32;
-        while x <= 88.0 {
-            let (a, b) = (exp(x), x.exp());
-            let ulp = f32::from_bits(b.to_bits() + 1) - b;
-            assert!((a - b).abs() <= 2.0 * ulp, "exp({x}) = {a}, std {b}");
-            x += 0.0137;
-        }
-        for x in [-87.01, -100.0, -1e9, f32::NEG_INFINITY] {
-            assert_eq!(exp(x), 0.0, "exp({x})");
-        }
-        assert_eq!(exp(0.0), 1.0);
     }
 }

@@ -10,6 +10,7 @@ pub mod attention;
 pub mod bf16_matmul;
 pub mod rms_norm;
 pub mod rope;
+pub mod simd;
 pub mod skinny;
 pub mod swiglu;
 
@@ -74,7 +75,7 @@ pub fn cpu_f32(ts: &[&Tensor]) -> bool {
 }
 
 /// The f32 elements of a contiguous tensor's storage, in row-major order.
-pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+pub fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
@@ -86,6 +87,7 @@ pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> R
 /// for AVX2 and for the baseline, and picks the best one the CPU has at run time. Elementwise
 /// f32 arithmetic is exact in IEEE (no fast-math, no contraction into FMA), and reductions are
 /// written with explicit lanes, so the three versions give bit-identical results.
+#[macro_export]
 macro_rules! multiversion {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$m])*
@@ -111,7 +113,7 @@ macro_rules! multiversion {
         }
     };
 }
-pub(crate) use multiversion;
+pub use crate::multiversion;
 
 #[cfg(test)]
 mod tests {

@@ -4,6 +4,7 @@
 //! `d_gate = g ⊙ up ⊙ σ ⊙ (1 + gate ⊙ (1 - σ))`. The sigmoid uses a vectorizable exp
 //! (Cephes' expf polynomial, ~1 ulp), so the loops compile to SIMD instead of calling libm.
 
+use super::simd::exp;
 use super::{contiguous_f32, multiversion};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -18,30 +19,6 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
         candle_core::bail!("swiglu: gate {:?} and up {:?} differ", gate.shape(), up.shape());
     }
     gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGluOp)
-}
-
-/// `e^x` for x in [-87, 88] (clamped outside: `sigmoid` needs no more), NaN kept: Cody-Waite
-/// reduction `x = n ln2 + r`, Cephes' degree-6 polynomial for `e^r`, `2^n` built from bits.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4; // exactly 355/512
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // 1.5·2²³: adding it rounds to an integer held in the low mantissa bits.
-    const MAGIC: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let k = x * LOG2E + MAGIC;
-    let n = k - MAGIC;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let mut p = 1.987_569_2e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let er = p * r * r + r + 1.0;
-    let ni = k.to_bits().wrapping_sub(MAGIC.to_bits()) as i32; // n as an integer, |n| ≤ 127
-    er * f32::from_bits(((ni + 127) as u32) << 23)
 }
 
 /// `1 / (1 + e^-x)`.
