@@ -512,7 +512,7 @@ impl CustomOp3 for FlashAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testing::{finite_diff, functional, grads, randn, rel_err};
+    use crate::kernels::testing::{assert_same_bits_across_threads, finite_diff, functional, grads, randn, rel_err};
     use crate::layers::attention::attend_reference;
     use crate::layers::mask::attention_bias;
     use candle_core::{Device, Var};
@@ -648,20 +648,13 @@ mod tests {
         let t = 130;
         let bias = attention_bias(2, t, 0, Some(&left_padding(&[0, 70], t)?), None, &Device::Cpu)?;
         let qkv = inputs((2, 6, 2, t, t, 24), 600)?;
-        let run = || -> Result<Vec<Vec<u32>>> {
+        assert_same_bits_across_threads(|| {
             let [q, k, v] = &qkv;
             let y = flash_attention(q, k, v, &bias)?;
             let mut out = vec![y.clone()];
             out.extend(grads(&[q, k, v], &y, 603)?);
-            out.iter().map(|x| Ok(x.flatten_all()?.to_vec1::<f32>()?.iter().map(|f| f.to_bits()).collect())).collect()
-        };
-        let first = run()?;
-        assert_eq!(first, run()?, "two runs differ");
-        for threads in [1, 3] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(candle_core::Error::wrap)?;
-            assert_eq!(first, pool.install(run)?, "{threads} threads differ");
-        }
-        Ok(())
+            Ok(out)
+        })
     }
 
     #[test]

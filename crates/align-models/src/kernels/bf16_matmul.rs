@@ -376,7 +376,7 @@ impl CustomOp2 for ProductOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testing::{grads, randn, rel_err};
+    use crate::kernels::testing::{assert_same_bits_across_threads, grads, randn, rel_err};
     use candle_core::{Device, Var};
 
     /// Whether to run: false (with a note) on CPUs without avx512bf16.
@@ -503,23 +503,12 @@ mod tests {
             return Ok(());
         }
         let (x, w) = (randn(700, (3, 150, 300))?, randn(701, (290, 300))?);
-        let run = |threads: usize| -> Result<Vec<Vec<u32>>> {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(candle_core::Error::wrap)?;
-            pool.install(|| {
-                let (xv, wv) = (Var::from_tensor(&x)?, Var::from_tensor(&w)?);
-                let y = linear(&xv, &wv)?;
-                let g = grads(&[&xv, &wv], &y, 702)?;
-                [&y, &g[0], &g[1]]
-                    .iter()
-                    .map(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?.iter().map(|f| f.to_bits()).collect()))
-                    .collect()
-            })
-        };
-        let first = run(2)?;
-        for threads in [2, 1, 3] {
-            assert_eq!(first, run(threads)?, "differs with {threads} threads");
-        }
-        Ok(())
+        assert_same_bits_across_threads(|| {
+            let (xv, wv) = (Var::from_tensor(&x)?, Var::from_tensor(&w)?);
+            let y = linear(&xv, &wv)?;
+            let g = grads(&[&xv, &wv], &y, 702)?;
+            Ok(vec![y, g[0].clone(), g[1].clone()])
+        })
     }
 
     #[test]

@@ -133,6 +133,20 @@ pub(crate) mod testing {
     use candle_core::{Device, Result, Shape, Tensor, Var};
     use rand::{Rng, SeedableRng};
 
+    /// Runs `f` twice in a pool of 2 threads, then in pools of 1 and 3, and asserts that every tensor
+    /// it returns has the same bits each time: a kernel's results must not depend on the threads.
+    pub fn assert_same_bits_across_threads(f: impl Fn() -> Result<Vec<Tensor>> + Sync + Send) -> Result<()> {
+        let bits = |threads: usize| -> Result<Vec<Vec<u32>>> {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(candle_core::Error::wrap)?;
+            pool.install(|| f()?.iter().map(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?.iter().map(|x| x.to_bits()).collect())).collect())
+        };
+        let first = bits(2)?;
+        for threads in [2, 1, 3] {
+            assert!(first == bits(threads)?, "results differ with {threads} threads");
+        }
+        Ok(())
+    }
+
     /// A (shape) f32 tensor of standard normal draws from a seeded ChaCha8.
     pub fn randn<S: Into<Shape>>(seed: u64, shape: S) -> Result<Tensor> {
         let shape = shape.into();

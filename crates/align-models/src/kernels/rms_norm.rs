@@ -198,7 +198,7 @@ impl CustomOp3 for RmsNormBwdOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testing::{finite_diff, functional, grads, randn, rel_err};
+    use crate::kernels::testing::{assert_same_bits_across_threads, finite_diff, functional, grads, randn, rel_err};
     use crate::layers::norm::rms_norm_reference;
     use candle_core::Var;
 
@@ -268,23 +268,11 @@ mod tests {
     #[test]
     fn bit_identical_across_runs_and_thread_counts() -> Result<()> {
         let (x, w) = (randn(30, (1000, 130))?, randn(31, 130)?);
-        let run = |threads: usize| -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(candle_core::Error::wrap)?;
-            pool.install(|| {
-                let (xv, wv) = (Var::from_tensor(&x)?, Var::from_tensor(&w)?);
-                let y = rms_norm(&xv, &wv, EPS)?;
-                let g = grads(&[&xv, &wv], &y, 32)?;
-                Ok((y.flatten_all()?.to_vec1()?, g[0].flatten_all()?.to_vec1()?, g[1].to_vec1()?))
-            })
-        };
-        let first = run(2)?;
-        let bits = |v: &Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        for threads in [2, 1, 3] {
-            let again = run(threads)?;
-            assert_eq!(bits(&first.0), bits(&again.0), "y differs with {threads} threads");
-            assert_eq!(bits(&first.1), bits(&again.1), "dx differs with {threads} threads");
-            assert_eq!(bits(&first.2), bits(&again.2), "dw differs with {threads} threads");
-        }
-        Ok(())
+        assert_same_bits_across_threads(|| {
+            let (xv, wv) = (Var::from_tensor(&x)?, Var::from_tensor(&w)?);
+            let y = rms_norm(&xv, &wv, EPS)?;
+            let g = grads(&[&xv, &wv], &y, 32)?;
+            Ok(vec![y, g[0].clone(), g[1].clone()])
+        })
     }
 }

@@ -172,7 +172,7 @@ impl CustomOp3 for RopeOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testing::{finite_diff, functional, grads, randn, rel_err};
+    use crate::kernels::testing::{assert_same_bits_across_threads, finite_diff, functional, grads, randn, rel_err};
     use crate::layers::attention::split_heads;
     use crate::layers::rope::{apply_rope_reference, Rope};
     use candle_core::{Device, Var};
@@ -265,20 +265,11 @@ mod tests {
         let (b, t, h, d) = (2, 300, 3, 32);
         let proj = randn(80, (b, t, h * d))?;
         let (cos, sin) = cos_sin(b, t, d, 81)?;
-        let run = |threads: usize| -> Result<(Vec<u32>, Vec<u32>)> {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(candle_core::Error::wrap)?;
-            pool.install(|| {
-                let pv = Var::from_tensor(&proj)?;
-                let y = rope(&split_heads(&pv, h, d)?, &cos, &sin)?;
-                let g = grads(&[&pv], &y, 82)?;
-                let bits = |t: &Tensor| -> Result<Vec<u32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?.iter().map(|f| f.to_bits()).collect()) };
-                Ok((bits(&y)?, bits(&g[0])?))
-            })
-        };
-        let first = run(2)?;
-        for threads in [2, 1, 3] {
-            assert_eq!(first, run(threads)?, "differs with {threads} threads");
-        }
-        Ok(())
+        assert_same_bits_across_threads(|| {
+            let pv = Var::from_tensor(&proj)?;
+            let y = rope(&split_heads(&pv, h, d)?, &cos, &sin)?;
+            let g = grads(&[&pv], &y, 82)?;
+            Ok(vec![y, g[0].clone()])
+        })
     }
 }

@@ -120,7 +120,7 @@ impl CustomOp3 for SwiGluBwdOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testing::{finite_diff, functional, grads, randn, rel_err};
+    use crate::kernels::testing::{assert_same_bits_across_threads, finite_diff, functional, grads, randn, rel_err};
     use crate::layers::mlp::swiglu_reference;
     use candle_core::Var;
 
@@ -196,22 +196,11 @@ mod tests {
     #[test]
     fn bit_identical_across_runs_and_thread_counts() -> Result<()> {
         let (gate, up) = (randn(80, (4, 100, 130))?, randn(81, (4, 100, 130))?);
-        let run = |threads: usize| -> Result<Vec<Vec<u32>>> {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(candle_core::Error::wrap)?;
-            pool.install(|| {
-                let (gv, uv) = (Var::from_tensor(&gate)?, Var::from_tensor(&up)?);
-                let y = swiglu(&gv, &uv)?;
-                let g = grads(&[&gv, &uv], &y, 82)?;
-                [&y, &g[0], &g[1]]
-                    .iter()
-                    .map(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?.iter().map(|f| f.to_bits()).collect()))
-                    .collect()
-            })
-        };
-        let first = run(2)?;
-        for threads in [2, 1, 3] {
-            assert_eq!(first, run(threads)?, "differs with {threads} threads");
-        }
-        Ok(())
+        assert_same_bits_across_threads(|| {
+            let (gv, uv) = (Var::from_tensor(&gate)?, Var::from_tensor(&up)?);
+            let y = swiglu(&gv, &uv)?;
+            let g = grads(&[&gv, &uv], &y, 82)?;
+            Ok(vec![y, g[0].clone(), g[1].clone()])
+        })
     }
 }
