@@ -6,6 +6,7 @@
 //! - [`metrics`]: a JSONL metrics sink, one line per logging step.
 
 pub mod atomic;
+pub mod bench;
 pub mod error;
 pub mod metrics;
 pub mod seed;

@@ -16,69 +16,12 @@ use align_models::kernels::attention::flash_attention;
 use align_models::layers::attention::attend_reference;
 use align_models::layers::mask::attention_bias;
 use candle_core::{Device, Result, Tensor, Var};
-use std::alloc::{GlobalAlloc, Layout};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::time::Instant;
-
-/// mimalloc, counting the bytes allocated now and the peak since the last reset.
-struct Counting;
-
-static NOW: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { mimalloc::MiMalloc.alloc(l) };
-        if !p.is_null() {
-            PEAK.fetch_max(NOW.fetch_add(l.size(), Relaxed) + l.size(), Relaxed);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(l) };
-        if !p.is_null() {
-            PEAK.fetch_max(NOW.fetch_add(l.size(), Relaxed) + l.size(), Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { mimalloc::MiMalloc.dealloc(p, l) };
-        NOW.fetch_sub(l.size(), Relaxed);
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        let q = unsafe { mimalloc::MiMalloc.realloc(p, l, new) };
-        if !q.is_null() {
-            NOW.fetch_sub(l.size(), Relaxed);
-            PEAK.fetch_max(NOW.fetch_add(new, Relaxed) + new, Relaxed);
-        }
-        q
-    }
-}
+use align_core::bench::{median_ms, CountingAlloc};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc<mimalloc::MiMalloc> = CountingAlloc::new(mimalloc::MiMalloc);
 
 const MB: f64 = 1024.0 * 1024.0;
-
-/// Bytes allocated now; resets the peak to it.
-fn mark() -> usize {
-    let now = NOW.load(Relaxed);
-    PEAK.store(now, Relaxed);
-    now
-}
-
-/// Median wall time of `f` in ms over `n` runs, after one warm-up run.
-fn median_ms(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    let mut t: Vec<f64> = (0..n)
-        .map(|_| {
-            let s = Instant::now();
-            f().map(|_| s.elapsed().as_secs_f64() * 1e3)
-        })
-        .collect::<Result<_>>()?;
-    t.sort_by(f64::total_cmp);
-    Ok(t[n / 2])
-}
 
 /// One implementation's figures.
 struct Figures {
@@ -91,15 +34,15 @@ struct Figures {
 
 fn measure(n: usize, op: &dyn Fn() -> Result<Tensor>) -> Result<Figures> {
     let fwd_ms = median_ms(n, || op().map(|_| ()))?;
-    let base = mark();
+    let base = GLOBAL.mark();
     let y = op()?;
-    let (kept, fwd_peak) = (NOW.load(Relaxed) - base, PEAK.load(Relaxed) - base);
+    let (kept, fwd_peak) = (GLOBAL.now() - base, GLOBAL.peak() - base);
     let r = Tensor::randn(0f32, 1f32, y.shape(), y.device())?;
     let loss = (&y * &r)?.sum_all()?;
     let bwd_ms = median_ms(n, || loss.backward().map(|_| ()))?;
-    let before = mark();
+    let before = GLOBAL.mark();
     let grads = loss.backward()?;
-    let bwd_peak = PEAK.load(Relaxed) - before + kept;
+    let bwd_peak = GLOBAL.peak() - before + kept;
     drop(grads);
     Ok(Figures {
         fwd_ms,

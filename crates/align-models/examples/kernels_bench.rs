@@ -14,20 +14,7 @@ use align_models::layers::mlp::swiglu_reference;
 use align_models::layers::norm::rms_norm_reference;
 use align_models::layers::rope::{apply_rope_reference, Rope};
 use candle_core::{Device, Result, Tensor, Var};
-use std::time::Instant;
-
-/// Median wall time of `f` in ms over `n` runs, after one warm-up run.
-fn median_ms(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    let mut t: Vec<f64> = (0..n)
-        .map(|_| {
-            let s = Instant::now();
-            f().map(|_| s.elapsed().as_secs_f64() * 1e3)
-        })
-        .collect::<Result<_>>()?;
-    t.sort_by(f64::total_cmp);
-    Ok(t[n / 2])
-}
+use align_core::bench::median_ms;
 
 /// (forward ms, backward ms) of `op` over `vars` (the inputs it builds on).
 fn time(n: usize, op: &dyn Fn() -> Result<Tensor>) -> Result<(f64, f64)> {

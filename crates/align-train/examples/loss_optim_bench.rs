@@ -18,69 +18,12 @@
 use align_train::lm_loss::{token_logprobs, token_logprobs_reference};
 use align_train::optim::{AdamW, AdamWConfig};
 use candle_core::{DType, Device, Result, Tensor, Var};
-use std::alloc::{GlobalAlloc, Layout};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::time::Instant;
-
-/// mimalloc, counting the bytes allocated now and the peak since the last reset.
-struct Counting;
-
-static NOW: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { mimalloc::MiMalloc.alloc(l) };
-        if !p.is_null() {
-            PEAK.fetch_max(NOW.fetch_add(l.size(), Relaxed) + l.size(), Relaxed);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(l) };
-        if !p.is_null() {
-            PEAK.fetch_max(NOW.fetch_add(l.size(), Relaxed) + l.size(), Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { mimalloc::MiMalloc.dealloc(p, l) };
-        NOW.fetch_sub(l.size(), Relaxed);
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        let q = unsafe { mimalloc::MiMalloc.realloc(p, l, new) };
-        if !q.is_null() {
-            NOW.fetch_sub(l.size(), Relaxed);
-            PEAK.fetch_max(NOW.fetch_add(new, Relaxed) + new, Relaxed);
-        }
-        q
-    }
-}
+use align_core::bench::{median_ms, CountingAlloc};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc<mimalloc::MiMalloc> = CountingAlloc::new(mimalloc::MiMalloc);
 
 const MB: f64 = 1024.0 * 1024.0;
-
-/// Bytes allocated now; resets the peak to it.
-fn mark() -> usize {
-    let now = NOW.load(Relaxed);
-    PEAK.store(now, Relaxed);
-    now
-}
-
-/// Median wall time of `f` in ms over `n` runs, after one warm-up run.
-fn median_ms(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    let mut t: Vec<f64> = (0..n)
-        .map(|_| {
-            let s = Instant::now();
-            f().map(|_| s.elapsed().as_secs_f64() * 1e3)
-        })
-        .collect::<Result<_>>()?;
-    t.sort_by(f64::total_cmp);
-    Ok(t[n / 2])
-}
 
 type LogprobFn = fn(&Tensor, &Tensor) -> Result<Tensor>;
 
@@ -94,9 +37,9 @@ fn time_logprobs(f: LogprobFn, logits: &Var, targets: &Tensor, n: usize) -> Resu
     };
     let fwd = median_ms(n, || f(logits, targets).map(|lp| drop(std::hint::black_box(lp))))?;
     let both = median_ms(n, fwd_bwd)?;
-    let base = mark();
+    let base = GLOBAL.mark();
     fwd_bwd()?;
-    let peak = (PEAK.load(Relaxed) - base) as f64 / MB;
+    let peak = (GLOBAL.peak() - base) as f64 / MB;
     Ok((fwd, both, peak))
 }
 
