@@ -33,7 +33,7 @@ use crate::error::{GenerateError, Result};
 use crate::generate::FinishReason;
 use crate::sampling::{choose_token, log_prob};
 use align_core::seed::{fork, Rng};
-use align_models::{ForwardArgs, KvCache, Model, ModelConfig};
+use align_models::{ForwardArgs, KvCache, Model};
 use candle_core::{DType, Tensor};
 
 /// Identifies a sequence of an [`Engine`]; chosen by the caller, unique among running ones.
@@ -78,18 +78,11 @@ struct Seq {
     top_logprobs: usize,
 }
 
-/// Shape of one layer's cached keys: (rows, kv_heads, positions, head_dim).
-#[derive(Clone, Copy)]
-struct KvShape {
-    kv_heads: usize,
-    head_dim: usize,
-}
-
 /// The running batch of one model. Not thread-safe by design: one owner drives it.
 pub struct Engine<'m> {
     model: &'m Model,
-    kv: KvShape,
-    /// (B, KV_HEADS, kv_len, D) per layer, row `i` belonging to `seqs[i]`.
+    /// (B, KV_HEADS, kv_len, D) per layer, row `i` belonging to `seqs[i]`; its buffers grow by
+    /// doubling as steps append (`KvCache`).
     cache: KvCache,
     kv_len: usize,
     seqs: Vec<Seq>,
@@ -98,11 +91,7 @@ pub struct Engine<'m> {
 
 impl<'m> Engine<'m> {
     pub fn new(model: &'m Model) -> Self {
-        let kv = match &model.config {
-            ModelConfig::Llama(c) => KvShape { kv_heads: c.num_key_value_heads, head_dim: c.head_dim },
-            ModelConfig::Gpt2(c) => KvShape { kv_heads: c.n_head, head_dim: c.n_embd / c.n_head },
-        };
-        Engine { model, kv, cache: KvCache::new(model.lm.num_layers()), kv_len: 0, seqs: vec![], work: vec![] }
+        Engine { model, cache: KvCache::new(model.lm.num_layers()), kv_len: 0, seqs: vec![], work: vec![] }
     }
 
     /// Number of running sequences.
@@ -273,12 +262,7 @@ impl<'m> Engine<'m> {
         self.seqs = keep.iter().filter_map(|&i| slots[i].take()).collect();
         let trim = self.seqs.iter().map(|s| s.pad).min().unwrap_or(0);
         if trim > 0 && 4 * trim >= self.kv_len {
-            let layers = self.layers(&self.cache, self.seqs.len())?;
-            let narrowed = layers
-                .iter()
-                .map(|(k, v)| Ok((k.narrow(2, trim, self.kv_len - trim)?, v.narrow(2, trim, self.kv_len - trim)?)))
-                .collect::<Result<Vec<_>>>()?;
-            self.cache = cache_from(narrowed)?;
+            self.cache.trim_front(trim)?;
             self.kv_len -= trim;
             self.seqs.iter_mut().for_each(|s| s.pad -= trim);
         }
@@ -321,49 +305,13 @@ impl<'m> Engine<'m> {
             self.seqs = seqs;
             return Ok(());
         }
-        let t = self.kv_len.max(len);
-        let old = self.layers(&self.cache, self.seqs.len())?;
-        let new = self.layers(&cache, seqs.len())?;
-        let pad = |x: &Tensor, n: usize| -> Result<Tensor> {
-            if n == 0 {
-                return Ok(x.clone());
-            }
-            let (b, h, _, d) = x.dims4()?;
-            Ok(Tensor::cat(&[&Tensor::zeros((b, h, n, d), x.dtype(), x.device())?, x], 2)?)
-        };
-        let (po, pn) = (t - self.kv_len, t - len);
-        let merged = old
-            .iter()
-            .zip(&new)
-            .map(|((ok, ov), (nk, nv))| {
-                Ok((Tensor::cat(&[&pad(ok, po)?, &pad(nk, pn)?], 0)?, Tensor::cat(&[&pad(ov, po)?, &pad(nv, pn)?], 0)?))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.cache = cache_from(merged)?;
+        let (po, pn) = self.cache.merge_rows(&cache)?;
         self.seqs.iter_mut().for_each(|s| s.pad += po);
         seqs.iter_mut().for_each(|s| s.pad += pn);
         self.seqs.extend(seqs);
-        self.kv_len = t;
+        self.kv_len = self.cache.seq_len();
         Ok(())
     }
-
-    /// Every layer's (keys, values) of a cache with `rows` rows. `KvCache` keeps its tensors
-    /// private and offers `append`, which returns the full keys and values: appending zero
-    /// positions to a clone reads them without changing `cache`.
-    fn layers(&self, cache: &KvCache, rows: usize) -> Result<Vec<(Tensor, Tensor)>> {
-        let mut c = cache.clone();
-        let empty = Tensor::zeros((rows, self.kv.kv_heads, 0, self.kv.head_dim), self.model.dtype, &self.model.device)?;
-        (0..self.model.lm.num_layers()).map(|l| Ok(c.append(l, &empty, &empty)?)).collect()
-    }
-}
-
-/// A cache holding the given (keys, values) per layer.
-fn cache_from(layers: Vec<(Tensor, Tensor)>) -> Result<KvCache> {
-    let mut c = KvCache::new(layers.len());
-    for (l, (k, v)) in layers.iter().enumerate() {
-        c.append(l, k, v)?;
-    }
-    Ok(c)
 }
 
 fn mark_seen(s: &mut Seq, t: u32) {

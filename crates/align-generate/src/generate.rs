@@ -181,7 +181,12 @@ pub fn generate(
         key_mask: padded.then_some(&key_mask),
         segments: None,
     };
-    let mut cache = KvCache::new(lm.num_layers());
+    // Room for every position the batch can feed: a row feeds all its tokens but the last, at
+    // most `max_new_tokens` or until the context is full, so the cache's buffers are written in
+    // place and never grow during this call.
+    let shortest = active.iter().map(|&i| rows[i].prompt_len).min().unwrap_or(t);
+    let steps = cfg.max_new_tokens.min(ctx.saturating_sub(shortest)).saturating_sub(1);
+    let mut cache = KvCache::with_capacity(lm.num_layers(), t + steps);
     let hidden = lm.forward_hidden(&args, Some(&mut cache))?; // (B, T, C)
     // Only the last position's logits are needed: project one row per prompt, not B*T.
     let mut logits = last_logits(&lm.lm_head(&hidden.narrow(1, t - 1, 1)?)?)?; // B × V

@@ -8,7 +8,10 @@
 //!
 //! Shapes: q (B, H, T, D), k and v (B, KV, Tk, D) with grouped-query heads (query head `h` reads
 //! key/value head `h / (H / KV)`, no copies), bias (B or 1, 1, T, Tk) from
-//! [`crate::layers::mask::attention_bias`], scale `1 / sqrt(D)`; output (B, H, T, D).
+//! [`crate::layers::mask::attention_bias`], scale `1 / sqrt(D)`; output (B, H, T, D). k and v
+//! are read in place when each (batch row, head) holds Tk×D contiguous values, whatever the
+//! strides between heads: the views a [`crate::causal_lm::KvCache`] returns into its
+//! preallocated buffers are not copied ([`head_rows`]).
 //!
 //! Per block of `BQ` query rows and `BK` key rows, with `S = q kᵀ · scale + bias`:
 //! forward (online softmax) `m' = max(m, rowmax S)`, `P = exp(S - m')`,
@@ -81,7 +84,69 @@ pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor) -> Res
     };
     let dims = Dims { b, h, kv, t, tk, d, bb };
     let op = FlashAttention { dims, scale: (1.0 / (d as f64).sqrt()) as f32, bias, kinds, stats: OnceLock::new() };
-    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+    q.contiguous()?.apply_op3(&head_rows(k)?, &head_rows(v)?, op)
+}
+
+/// Whether the strides of a (B, KV, Tk, D) tensor make each (batch row, head) Tk×D contiguous
+/// values (dimensions of size 1 have no stride to respect).
+fn rows_contiguous(dims: &[usize], stride: &[usize]) -> bool {
+    matches!((dims, stride), ([_, _, tk, d], [_, _, s2, s3]) if (*d == 1 || *s3 == 1) && (*tk == 1 || s2 == d))
+}
+
+/// `x` (B, KV, Tk, D) as it is when [`rows_contiguous`] (a KV cache's view of the filled prefix of
+/// its buffers: heads `capacity × D` apart), else a contiguous copy.
+fn head_rows(x: &Tensor) -> Result<Tensor> {
+    if rows_contiguous(x.dims(), x.stride()) {
+        Ok(x.clone())
+    } else {
+        x.contiguous()
+    }
+}
+
+/// Keys or values (B, KV, Tk, D) read in place: Tk×D contiguous values per (batch row, head), any
+/// strides between heads ([`head_rows`]).
+struct Heads<'a> {
+    /// The storage from the tensor's first element on.
+    data: &'a [f32],
+    /// Elements between batch rows and between heads.
+    strides: (usize, usize),
+    kv: usize,
+    /// Tk × D.
+    size: usize,
+}
+
+impl<'a> Heads<'a> {
+    /// Checks the layout against `(b, kv, tk, d)` and that every head lies inside the storage.
+    fn new(s: &'a StorageRef<'_>, l: &Layout, (b, kv, tk, d): (usize, usize, usize, usize), what: &str) -> Result<Self> {
+        let data = match &**s {
+            Storage::Cpu(c) => c.as_slice::<f32>()?,
+            _ => candle_core::bail!("{what}: the fused attention runs on the CPU only"),
+        };
+        Self::from_slice(data, l, (b, kv, tk, d), what)
+    }
+
+    fn from_slice(data: &'a [f32], l: &Layout, (b, kv, tk, d): (usize, usize, usize, usize), what: &str) -> Result<Self> {
+        let st = l.stride();
+        if l.dims() != [b, kv, tk, d] || !rows_contiguous(l.dims(), st) {
+            candle_core::bail!("{what}: expected ({b}, {kv}, {tk}, {d}) with contiguous rows per head, got {:?} strides {st:?}", l.dims())
+        }
+        let size = tk * d;
+        let start = l.start_offset();
+        let end = match b.checked_sub(1).zip(kv.checked_sub(1)) {
+            Some((lb, lk)) => start + lb * st[0] + lk * st[1] + size,
+            None => start,
+        };
+        if end > data.len() {
+            candle_core::bail!("{what}: layout {:?} strides {st:?} from {start} overruns {} elements", l.dims(), data.len())
+        }
+        Ok(Self { data: &data[start..], strides: (st[0], st[1]), kv, size })
+    }
+
+    /// The Tk×D values of head `kvi` = batch row · KV + KV head.
+    fn head(&self, kvi: usize) -> &'a [f32] {
+        let (bi, g) = (kvi / self.kv, kvi % self.kv);
+        &self.data[bi * self.strides.0 + g * self.strides.1..][..self.size]
+    }
 }
 
 /// The shapes of one call.
@@ -310,6 +375,9 @@ multiversion! {
     }
 }
 
+/// One backward task's dq, dk and dv rows.
+type GradChunks<'a> = (&'a mut [f32], &'a mut [f32], &'a mut [f32]);
+
 /// The op: (q, k, v) → y, with the bias and its block kinds as fields and the per-row (m, l)
 /// that the forward leaves for the backward.
 struct FlashAttention {
@@ -357,7 +425,7 @@ impl FlashAttention {
     fn bwd_group(
         &self,
         (bi, g): (usize, usize),
-        (q, k, v): (&[f32], &[f32], &[f32]),
+        (q, k, v): (&[f32], &Heads, &Heads),
         (y, gy): (&[f32], &[f32]),
         bias: &[f32],
         stats: &[f32],
@@ -370,7 +438,7 @@ impl FlashAttention {
         let span = n_rep * t * d;
         let (q, y, gy) = (&q[h0 * t * d..][..span], &y[h0 * t * d..][..span], &gy[h0 * t * d..][..span]);
         let kvi = bi * kv + g;
-        let (k, v) = (&k[kvi * tk * d..][..tk * d], &v[kvi * tk * d..][..tk * d]);
+        let (k, v) = (k.head(kvi), v.head(kvi));
         let st = &stats[h0 * t * 2..][..n_rep * t * 2];
         let bb = dims.bias_row(bi);
         let bias = &bias[bb * t * tk..][..t * tk];
@@ -426,14 +494,14 @@ impl CustomOp3 for FlashAttention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let q = contiguous_f32(s1, l1, "attention q")?;
-        let k = contiguous_f32(s2, l2, "attention k")?;
-        let v = contiguous_f32(s3, l3, "attention v")?;
         let dims = self.dims;
         let Dims { b, h, kv, t, tk, d, .. } = dims;
         let (n_rep, nqb, nkb) = (dims.n_rep(), dims.nqb(), dims.nkb());
-        if q.len() != b * h * t * d || k.len() != b * kv * tk * d || v.len() != k.len() {
-            candle_core::bail!("flash_attention: storage sizes {} {} {} do not match {dims:?}", q.len(), k.len(), v.len());
+        let q = contiguous_f32(s1, l1, "attention q")?;
+        let k = Heads::from_slice(s2.as_slice::<f32>()?, l2, (b, kv, tk, d), "attention k")?;
+        let v = Heads::from_slice(s3.as_slice::<f32>()?, l3, (b, kv, tk, d), "attention v")?;
+        if q.len() != b * h * t * d {
+            candle_core::bail!("flash_attention: q storage size {} does not match {dims:?}", q.len());
         }
         let (bias_s, bias_l) = self.bias.storage_and_layout();
         let bias = f32_slice(&bias_s, bias_l, "attention bias")?;
@@ -443,7 +511,7 @@ impl CustomOp3 for FlashAttention {
         let per_head = |(bh, (y, st)): (usize, (&mut [f32], &mut [f32]))| {
             let bi = bh / h;
             let kvi = bi * kv + (bh % h) / n_rep;
-            let (k, v) = (&k[kvi * tk * d..][..tk * d], &v[kvi * tk * d..][..tk * d]);
+            let (k, v) = (k.head(kvi), v.head(kvi));
             let q = &q[bh * t * d..][..t * d];
             let bb = dims.bias_row(bi);
             let bias = &bias[bb * t * tk..][..t * tk];
@@ -487,12 +555,13 @@ impl CustomOp3 for FlashAttention {
             let guards = [q, k, v, y, &gy, &self.bias].map(|t| t.storage_and_layout());
             let names = ["attention q", "attention k", "attention v", "attention y", "attention dy", "attention bias"];
             let get = |i: usize| f32_slice(&guards[i].0, guards[i].1, names[i]);
-            let (qs, ks, vs, ys, gys, bias) = (get(0)?, get(1)?, get(2)?, get(3)?, get(4)?, get(5)?);
+            let heads = |i: usize| Heads::new(&guards[i].0, guards[i].1, (b, kv, tk, d), names[i]);
+            let (qs, ks, vs, ys, gys, bias) = (get(0)?, heads(1)?, heads(2)?, get(3)?, get(4)?, get(5)?);
             if ys.len() != qs.len() || gys.len() != qs.len() {
                 candle_core::bail!("flash_attention bwd: y has {}, dy {} elements, q {}", ys.len(), gys.len(), qs.len());
             }
-            let run = |(task, (dq, dk, dv)): (usize, (&mut [f32], &mut [f32], &mut [f32]))| {
-                self.bwd_group((task / kv, task % kv), (qs, ks, vs), (ys, gys), bias, stats, (dq, dk, dv))
+            let run = |(task, (dq, dk, dv)): (usize, GradChunks)| {
+                self.bwd_group((task / kv, task % kv), (qs, &ks, &vs), (ys, gys), bias, stats, (dq, dk, dv))
             };
             if super::sequential(b * h * t * tk * d) {
                 dq.chunks_mut(n_rep * t * d).zip(dk.chunks_mut(tk * d)).zip(dv.chunks_mut(tk * d)).map(|((a, b), c)| (a, b, c)).enumerate().for_each(run);
@@ -639,6 +708,37 @@ mod tests {
                 let fd = finite_diff(&inputs[n], i, 1e-2, f)?;
                 assert!((fd - gx[i]).abs() < 2e-3 * gx[i].abs().max(1.0), "d{name}[{i}]: fd {fd} vs {}", gx[i]);
             }
+        }
+        Ok(())
+    }
+
+    /// k and v as a KV cache returns them, the filled prefix of larger buffers (heads
+    /// `capacity × D` apart): read in place, with the bits of contiguous copies, forward and
+    /// backward (the buffers' gradients are those of the prefix, zeros beyond).
+    #[test]
+    fn reads_strided_kv_cache_views_in_place() -> Result<()> {
+        let (b, h, kv, d, capacity) = (2, 6, 2, 24, 160);
+        for (i, (t, past)) in [(1, 0), (1, 69), (5, 90), (1, 159)].into_iter().enumerate() {
+            let seed = 700 + 10 * i as u64;
+            let tk = past + t;
+            let q = Var::from_tensor(&randn(seed, (b, h, t, d))?)?;
+            let kb = Var::from_tensor(&randn(seed + 1, (b, kv, capacity, d))?)?;
+            let vb = Var::from_tensor(&randn(seed + 2, (b, kv, capacity, d))?)?;
+            let (k, v) = (kb.narrow(2, 0, tk)?, vb.narrow(2, 0, tk)?);
+            assert_eq!(k.is_contiguous(), tk == capacity);
+            assert!(!head_rows(&k)?.is_contiguous() || tk == capacity, "t {t} past {past}: the view was copied");
+            let bias = attention_bias(b, t, past, Some(&left_padding(&[0, 3], tk)?), None, &Device::Cpu)?;
+            let y = flash_attention(&q, &k, &v, &bias)?;
+            let y_copy = flash_attention(&q, &k.contiguous()?, &v.contiguous()?, &bias)?;
+            let mut out = vec![y.clone()];
+            out.extend(grads(&[&q, &kb, &vb], &y, seed + 3)?);
+            let mut want = vec![y_copy.clone()];
+            want.extend(grads(&[&q, &kb, &vb], &y_copy, seed + 3)?);
+            for (n, (a, w)) in out.iter().zip(&want).enumerate() {
+                let bits = |x: &Tensor| -> Result<Vec<u32>> { Ok(x.flatten_all()?.to_vec1::<f32>()?.iter().map(|f| f.to_bits()).collect()) };
+                assert!(bits(a)? == bits(w)?, "t {t} past {past}: output {n} differs from the contiguous copy's");
+            }
+            check(&[q, Var::from_tensor(&k.contiguous()?)?, Var::from_tensor(&v.contiguous()?)?], &bias, &format!("t {t} past {past}"), seed + 4)?;
         }
         Ok(())
     }
