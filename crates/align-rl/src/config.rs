@@ -36,7 +36,7 @@ pub struct RlConfig {
     /// Held-out prompts, answered greedily and scored every `eval_every_rollouts` rollouts.
     #[serde(default)]
     pub eval_prompts: Vec<PathBuf>,
-    /// At most this many held-out prompts (0 = all).
+    /// At most this many held-out prompts, evenly spaced through the files (0 = all).
     #[serde(default = "default_eval_max")]
     pub eval_max_prompts: usize,
     #[serde(default = "default_eval_every")]
@@ -121,6 +121,15 @@ pub struct PpoConfig {
     pub kl_horizon: f64,
     /// Whiten the per-token rewards before GAE (TRL `whiten_rewards` false).
     pub whiten_rewards: bool,
+    /// Normalize the score before training (Ziegler et al. 2019, lm-human-preferences
+    /// `normalize_before`): the initial policy answers `normalize_samples` train prompts, and every
+    /// later score is shifted and scaled so that those answers score mean 0, std 1; a critic that
+    /// starts from the reward model gets its head scaled to match. On by default (TRL's PPOTrainer
+    /// has no such step): `kl_coef` only means something relative to the reward's scale, and a
+    /// Bradley-Terry model's scale is arbitrary (the gym's reward models score with std ≈ 4, which
+    /// made β 0.05 four times weaker than on a unit scale; docs/rl.md).
+    pub normalize_reward: bool,
+    pub normalize_samples: usize,
     pub critic: CriticKind,
     /// Initial weights of a separate critic: a reward model or a causal LM (fresh head). Default:
     /// the first `kind = "model"` reward, else the policy.
@@ -143,6 +152,8 @@ impl Default for PpoConfig {
             target_kl: None,
             kl_horizon: 10000.0,
             whiten_rewards: false,
+            normalize_reward: true,
+            normalize_samples: 128,
             critic: CriticKind::Separate,
             critic_model: None,
         }

@@ -35,6 +35,17 @@ impl Critic {
         }
     }
 
+    /// Multiplies the value head by `factor` (a critic that starts as the reward model, when the
+    /// reward is normalized: its values stay on the score's new scale).
+    pub fn scale_head(&self, factor: f64) -> Result<()> {
+        let head = match self {
+            Critic::Separate(rm) => &rm.score,
+            Critic::Shared { head } => head,
+        };
+        head.set(&(head.as_tensor() * factor)?)?;
+        Ok(())
+    }
+
     /// Values (B, tr); `policy_hidden` is the policy's (B, tr, C) at the same columns (used by
     /// the shared head).
     pub fn values(&self, packed: &Packed, policy_hidden: &Tensor) -> Result<Tensor> {

@@ -339,6 +339,9 @@ pub struct RewardShaping {
 pub struct RewardSet {
     pub items: Vec<(f64, Box<dyn Reward>)>,
     pub shaping: RewardShaping,
+    /// (mean, std) subtracted from and dividing the weighted sum before the shaping (PPO's
+    /// `normalize_reward`, fitted on the initial policy's samples); none = raw sums.
+    pub normalization: Option<(f64, f64)>,
 }
 
 impl RewardSet {
@@ -346,7 +349,7 @@ impl RewardSet {
         if specs.is_empty() {
             return Err(cfg_err("no reward configured: add at least one [[rewards]] entry"));
         }
-        Ok(Self { items: specs.iter().map(RewardSpec::build).collect::<Result<_>>()?, shaping })
+        Ok(Self { items: specs.iter().map(RewardSpec::build).collect::<Result<_>>()?, shaping, normalization: None })
     }
 
     /// Scores (B,) and the mean of each reward (`rewards/<name>`, and `rewards/<name>_<i>` when two
@@ -372,6 +375,9 @@ impl RewardSet {
             }
         }
         for (t, &e) in total.iter_mut().zip(eos) {
+            if let Some((m, sd)) = self.normalization {
+                *t = (*t - m) / sd;
+            }
             if let (Some(p), false) = (self.shaping.missing_eos_penalty, e) {
                 *t -= p;
             }

@@ -27,6 +27,8 @@ pub struct RlSummary {
     /// Held-out evaluation (greedy) before and after training: `eval/score`, `eval/gold`, ...
     pub eval_before: Record,
     pub eval_after: Record,
+    /// PPO's reward normalization: (mean, std) of the initial policy's summed scores.
+    pub reward_normalization: Option<(f64, f64)>,
     pub model_dir: PathBuf,
     pub seconds: f64,
 }
@@ -54,15 +56,18 @@ pub fn run_with_rewards(cfg: &RlConfig, rewards: RewardSet, resume: bool, resolv
     }
     tracing::info!("{} prompts ({} skipped as longer than {} tokens), {} held-out", prompts.len(), too_long, max_prompt, eval_prompts.len());
 
+    // A separate critic that starts as a reward model predicts that model's (weighted) score.
+    let mut critic_reward_weight = None;
     let critic = match cfg.algorithm {
         Algorithm::Ppo => Some(match cfg.ppo.critic {
             CriticKind::Shared => Critic::shared(&policy)?,
             CriticKind::Separate => {
-                let rm_dir = cfg.rewards.iter().find_map(|r| match r {
-                    RewardSpec::Model { path, .. } => Some(path.clone()),
+                let rm = cfg.rewards.iter().find_map(|r| match r {
+                    RewardSpec::Model { path, weight } => Some((path.clone(), *weight)),
                     _ => None,
                 });
-                let dir = cfg.ppo.critic_model.clone().or(rm_dir).unwrap_or_else(|| cfg.model.clone());
+                let dir = cfg.ppo.critic_model.clone().or(rm.as_ref().map(|r| r.0.clone())).unwrap_or_else(|| cfg.model.clone());
+                critic_reward_weight = rm.filter(|(p, _)| *p == dir && cfg.rewards.len() == 1).map(|r| r.1);
                 Critic::separate(&dir, cfg.train.seed)?
             }
         }),
@@ -83,10 +88,26 @@ pub fn run_with_rewards(cfg: &RlConfig, rewards: RewardSet, resume: bool, resolv
     });
     // Before training: measured unless the run continues from a checkpoint (then the policy has moved).
     let resumed = if resume { trainer.resume(&mut step, &mut stream)?.is_some() } else { false };
+    let mut reward_normalization = stream.rewards.normalization;
+    if !resumed && cfg.algorithm == Algorithm::Ppo && cfg.ppo.normalize_reward {
+        let (_, sd) = stream.fit_reward_normalization()?;
+        reward_normalization = stream.rewards.normalization;
+        if let (Some(c), Some(w)) = (&critic, critic_reward_weight) {
+            c.scale_head(w / sd)?;
+        }
+    }
     let eval_before = if resumed { Record::new() } else { stream.evaluate()? };
     let summary = trainer.fit(&mut step, &mut stream, None)?;
     let eval_after = stream.evaluate()?;
-    let rollouts = std::fs::read_to_string(cfg.out_dir.join("rollouts.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
+    if !eval_after.is_empty() {
+        // The curves' last point: the held-out evaluation after the final step, logged at the
+        // step it precedes (as a rollout's evaluation is), so a resume cuts it off.
+        let mut rec = eval_after.clone();
+        rec.insert("step".into(), serde_json::json!(summary.step + 1));
+        rec.insert("final".into(), serde_json::json!(true));
+        align_core::metrics::MetricsSink::open(cfg.out_dir.join("rollouts.jsonl"))?.log(&rec)?;
+    }
+    let rollouts = std::fs::read_to_string(cfg.out_dir.join("rollouts.jsonl")).map(|t| t.lines().filter(|l| !l.contains("\"final\":true")).count()).unwrap_or(0);
     drop(step);
     drop(stream);
 
@@ -104,6 +125,7 @@ pub fn run_with_rewards(cfg: &RlConfig, rewards: RewardSet, resume: bool, resolv
         prompts_too_long: too_long,
         eval_before,
         eval_after,
+        reward_normalization,
         model_dir,
         seconds: start.elapsed().as_secs_f64(),
     })

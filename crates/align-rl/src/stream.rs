@@ -53,6 +53,8 @@ struct State {
     prompts: Value,
     kl_coef: f64,
     ptx: Option<Value>,
+    #[serde(default)]
+    reward_normalization: Option<(f64, f64)>,
 }
 
 pub struct RolloutStream<'a> {
@@ -163,8 +165,10 @@ impl<'a> RolloutStream<'a> {
         if self.eval_prompts.is_empty() {
             return Ok(rec);
         }
-        let n = self.eval_prompts.len().min(if self.cfg.eval_max_prompts == 0 { usize::MAX } else { self.cfg.eval_max_prompts });
-        let which: Vec<usize> = (0..n).collect();
+        let total = self.eval_prompts.len();
+        let n = total.min(if self.cfg.eval_max_prompts == 0 { usize::MAX } else { self.cfg.eval_max_prompts });
+        // Evenly spaced through the file, so a subset of a file sorted by family covers them all.
+        let which: Vec<usize> = (0..n).map(|i| i * total / n).collect();
         let greedy = SamplingConfig { temperature: 0.0, ..self.sampling.clone() };
         let mut samples = vec![];
         for chunk in which.chunks(64) {
@@ -174,13 +178,48 @@ impl<'a> RolloutStream<'a> {
         let ps: Vec<&Prompt> = samples.iter().map(|s| &self.eval_prompts[s.prompt]).collect();
         let inputs: Vec<RewardInput> = ps.iter().zip(&responses).map(|(p, r)| RewardInput { prompt: &p.messages, response: r, meta: &p.meta }).collect();
         let eos: Vec<bool> = samples.iter().map(|s| s.eos).collect();
-        let (scores, _) = self.rewards.score(&inputs, &eos)?;
+        let (scores, per_reward) = self.rewards.score(&inputs, &eos)?;
         rec.insert("eval/score".into(), json!(mean(&scores)));
+        for (k, v) in per_reward {
+            rec.insert(format!("eval/{k}"), json!(v));
+        }
         if let Some(g) = self.gold(&ps, &responses)? {
             rec.insert("eval/gold".into(), json!(mean(&g)));
         }
         rec.insert("eval/response_length".into(), json!(samples.iter().map(|s| s.response_ids.len() as f64).sum::<f64>() / n as f64));
         Ok(rec)
+    }
+
+    /// PPO's `normalize_reward` (Ziegler et al. 2019): the current (initial) policy samples answers
+    /// to `normalize_samples` train prompts (a seeded choice), and the reward set is told the mean
+    /// and std of their summed scores; every later score is normalized by them. Returns them.
+    pub fn fit_reward_normalization(&mut self) -> Result<(f64, f64)> {
+        let n = self.cfg.ppo.normalize_samples.min(self.prompts.len()).max(1);
+        let mut all: Vec<usize> = (0..self.prompts.len()).collect();
+        use rand::seq::SliceRandom;
+        all.shuffle(&mut align_core::seed::fork(self.cfg.train.seed, "rl-reward-normalization"));
+        all.truncate(n);
+        let seed = rand::RngCore::next_u64(&mut align_core::seed::fork(self.cfg.train.seed, "rl-reward-normalization-sampling"));
+        let sampling = SamplingConfig { seed, ..self.sampling.clone() };
+        let mut samples = vec![];
+        for chunk in all.chunks(64) {
+            samples.extend(sample(self.policy, &self.device, self.prompts, chunk, &sampling, 0)?);
+        }
+        let responses = decode(self.tok, &samples)?;
+        let inputs: Vec<RewardInput> = samples.iter().zip(&responses).map(|(s, r)| RewardInput { prompt: &self.prompts[s.prompt].messages, response: r, meta: &self.prompts[s.prompt].meta }).collect();
+        // Raw sums: no normalization, and no shaping (it applies after normalizing).
+        let shaping = std::mem::take(&mut self.rewards.shaping);
+        self.rewards.normalization = None;
+        let scored = self.rewards.score(&inputs, &vec![true; inputs.len()]);
+        self.rewards.shaping = shaping;
+        let scores = scored?.0;
+        let m = mean(&scores);
+        let sd = (scores.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / scores.len() as f64).sqrt();
+        // All samples scored alike (a sparse reward the initial policy never earns): shift only.
+        let sd = if sd > 1e-6 { sd } else { 1.0 };
+        self.rewards.normalization = Some((m, sd));
+        tracing::info!("reward normalization: the initial policy's {} samples score {m:.4} ± {sd:.4}; scores are now (score − {m:.4}) / {sd:.4}", scores.len());
+        Ok((m, sd))
     }
 
     /// Makes the next rollout and fills the buffer.
@@ -371,6 +410,7 @@ impl DataStream for RolloutStream<'_> {
             prompts: serde_json::to_value(self.prompt_order.state()).unwrap_or(Value::Null),
             kl_coef: self.kl.value(),
             ptx: self.ptx.as_ref().and_then(|b| serde_json::to_value(b.state()).ok()),
+            reward_normalization: self.rewards.normalization,
         };
         serde_json::to_value(s).unwrap_or(Value::Null)
     }
@@ -387,6 +427,7 @@ impl DataStream for RolloutStream<'_> {
             KlController::Adaptive(a) => a.value = s.kl_coef,
         }
         (self.iteration, self.served, self.buffer, self.order, self.cursor) = (s.iteration, s.served, s.buffer, s.order, s.cursor);
+        self.rewards.normalization = s.reward_normalization;
         MetricsSink::truncate_after_step(&self.log, self.next_step() - 1)?;
         Ok(())
     }

@@ -72,12 +72,13 @@ save_every = 1000
 /// 1 when the response's first word is "yes".
 fn yes_reward() -> RewardSet {
     let f = |x: &RewardInput| if x.response.split_whitespace().next() == Some("yes") { 1.0 } else { 0.0 };
-    RewardSet { items: vec![(1.0, Box::new(FnReward { name: "yes".into(), f }))], shaping: RewardShaping::default() }
+    RewardSet { items: vec![(1.0, Box::new(FnReward { name: "yes".into(), f }))], shaping: RewardShaping::default(), normalization: None }
 }
 
 fn first_and_last_score(d: &Path, out: &str) -> (f64, f64) {
     let text = std::fs::read_to_string(d.join(out).join("rollouts.jsonl")).unwrap();
-    let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // Rollout rows (the last row is the final held-out evaluation).
+    let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|r| r.get("rewards/yes").is_some()).collect();
     let s = |r: &serde_json::Value| r["rewards/yes"].as_f64().unwrap();
     (s(&rows[0]), s(rows.last().unwrap()))
 }
@@ -90,11 +91,26 @@ fn learns(algorithm: &str) {
         eprintln!("{l}");
     }
     let (first, last) = first_and_last_score(d.path(), algorithm);
-    let greedy_before = s.eval_before["eval/score"].as_f64().unwrap();
-    let greedy_after = s.eval_after["eval/score"].as_f64().unwrap();
+    let greedy_before = s.eval_before["eval/rewards/yes"].as_f64().unwrap();
+    let greedy_after = s.eval_after["eval/rewards/yes"].as_f64().unwrap();
     assert!(first < 0.4, "{algorithm}: the random policy already says yes ({first})");
     assert!(last > 0.8, "{algorithm}: sampled reward {first} -> {last} after {} steps", s.steps);
     assert!(greedy_after == 1.0 && greedy_before < 1.0, "{algorithm}: greedy {greedy_before} -> {greedy_after}");
+    // PPO normalizes the score by the initial policy's samples (Ziegler et al.); GRPO/RLOO do not.
+    let text = std::fs::read_to_string(d.path().join(algorithm).join("rollouts.jsonl")).unwrap();
+    let row: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let (raw, score) = (row["rewards/yes"].as_f64().unwrap(), row["objective/scores"].as_f64().unwrap());
+    match s.reward_normalization {
+        Some((m, sd)) => {
+            assert_eq!(algorithm, "ppo");
+            assert!((0.0..1.0).contains(&m) && sd > 0.0, "{m} {sd}");
+            assert!((score - (raw - m) / sd).abs() < 1e-9, "{score} vs ({raw} − {m}) / {sd}");
+        }
+        None => {
+            assert_ne!(algorithm, "ppo");
+            assert_eq!(score, raw);
+        }
+    }
 }
 
 #[test]

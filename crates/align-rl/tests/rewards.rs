@@ -110,6 +110,7 @@ fn weighted_sum_logs_each_reward_and_applies_eos_penalty_and_clip() {
     let mut set = RewardSet {
         items: vec![(0.5, Box::new(len)), (2.0, Box::new(one))],
         shaping: RewardShaping { missing_eos_penalty: Some(1.0), clip: Some(3.5) },
+        normalization: None,
     };
     let (total, means) = set.score(&xs, &[true, false]).unwrap();
     // 0.5·2 + 2 = 3; 0.5·4 + 2 − 1 (no EOS) = 3, then both within the clip.
@@ -118,7 +119,13 @@ fn weighted_sum_logs_each_reward_and_applies_eos_penalty_and_clip() {
     assert_eq!(means["rewards/one"], 1.0);
     set.shaping = RewardShaping { missing_eos_penalty: None, clip: Some(2.5) };
     assert_eq!(set.score(&xs, &[true, true]).unwrap().0, vec![2.5, 2.5]);
+    // Normalization comes before the shaping: (3 − 2) / 0.5 = 2; (4 − 2) / 0.5 − 1 = 3, clipped.
+    set.shaping = RewardShaping { missing_eos_penalty: Some(1.0), clip: Some(2.5) };
+    set.normalization = Some((2.0, 0.5));
+    assert_eq!(set.score(&xs, &[true, false]).unwrap().0, vec![2.0, 2.5]);
+    // The per-reward means stay raw.
+    assert_eq!(set.score(&xs, &[true, false]).unwrap().1["rewards/len"], 3.0);
     let nan = FnReward { name: "nan".into(), f: |_: &RewardInput| f64::NAN };
-    let mut bad = RewardSet { items: vec![(1.0, Box::new(nan))], shaping: RewardShaping::default() };
+    let mut bad = RewardSet { items: vec![(1.0, Box::new(nan))], shaping: RewardShaping::default(), normalization: None };
     assert!(bad.score(&xs, &[true, true]).unwrap_err().to_string().contains("non-finite"));
 }
