@@ -691,7 +691,12 @@ fn hacking_figures(variants: &[(String, Vec<MetricRow>)]) -> Result<Option<(Stri
     let mut by_kl = vec![];
     for (i, (name, rows)) in variants.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
-        for (key, what, dashed) in [("objective/scores", "proxy", false), ("gold/mean", "gold", true)] {
+        // Held-out greedy answers when the run evaluated them (the policy's mode, where hacking
+        // shows; the rollouts' own samples can gain gold while the greedy answers lose it), else
+        // the rollouts' samples.
+        let held_out = !metric_series(rows, "eval/gold").is_empty();
+        let keys = if held_out { [("eval/score", "proxy"), ("eval/gold", "gold")] } else { [("objective/scores", "proxy"), ("gold/mean", "gold")] };
+        for ((key, what), dashed) in keys.into_iter().zip([false, true]) {
             let step = metric_series(rows, key);
             let kl = paired_series(rows, "objective/kl", key);
             let mk = |pts| {
@@ -857,7 +862,7 @@ pub fn render_html(run: &RunData, run_dir: &Path, seed: u64) -> Result<String> {
 
     if let Some((by_step, by_kl)) = hacking_figures(&run.hacking)? {
         toc.push(("hacking", "reward hacking"));
-        body.push_str("<section id=\"hacking\"><h2>Reward hacking: proxy vs gold reward</h2><p class=\"note\">The same RL run with different KL penalties (<code>hacking/&lt;variant&gt;</code>). Solid lines: the reward model's score that the policy maximizes (left axis). Dashed: the gold judge's score of the same samples (right axis). Without the KL penalty the proxy keeps rising while gold stalls or falls (Gao et al. 2022).</p>");
+        body.push_str("<section id=\"hacking\"><h2>Reward hacking: proxy vs gold reward</h2><p class=\"note\">The same RL run with different KL penalties (<code>hacking/&lt;variant&gt;</code>), against a reward model whose labels favour long, agreeing, confident answers. Solid lines: the reward model's score (the proxy the policy maximizes, left axis) of the policy's greedy answers to held-out prompts (in the demo: the families where the SFT model gives real answers — how-to, email, lists, benign look-alikes; docs/rl.md explains why and has every family). Dashed: the gold judge's score of the same answers (right axis). Without the KL penalty the proxy keeps rising while gold falls (Gao et al. 2022); the penalty keeps the policy near the SFT model, where the reward model is still right.</p>");
         figure(&mut body, "Proxy and gold reward per step, by KL penalty", &by_step, "");
         if let Some(svg) = by_kl {
             figure(&mut body, "Proxy and gold reward against KL to the reference, by KL penalty", &svg, "Each point is a rollout. Read it as Gao et al.'s overoptimization curves: how much gold reward each nat of KL buys.");
@@ -998,7 +1003,7 @@ pub fn render_markdown(run: &RunData, run_dir: &Path, seed: u64) -> String {
     }
     let rl: Vec<(String, &Vec<MetricRow>)> = run.rollouts.iter().map(|(k, r)| (k.clone(), r)).chain(run.hacking.iter().map(|(k, r)| (format!("hacking/{k}"), r))).collect();
     if !rl.is_empty() {
-        s.push_str("\n## RL: first → last rollout\n\n| run | proxy reward | gold reward | KL |\n|---|---|---|---|\n");
+        s.push_str("\n## RL: first → last rollout\n\nproxy and gold reward of the rollouts' samples, and of greedy answers to held-out prompts (before training → after)\n\n| run | proxy reward | gold reward | held-out proxy | held-out gold | KL |\n|---|---|---|---|---|---|\n");
         for (name, rows) in rl {
             let span = |k: &str| {
                 let v = metric_series(rows, k);
@@ -1007,7 +1012,7 @@ pub fn render_markdown(run: &RunData, run_dir: &Path, seed: u64) -> String {
                     _ => "–".into(),
                 }
             };
-            let _ = writeln!(s, "| {} | {} | {} | {} |", escape_md(&name), span("objective/scores"), span("gold/mean"), span("objective/kl"));
+            let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} |", escape_md(&name), span("objective/scores"), span("gold/mean"), span("eval/score"), span("eval/gold"), span("objective/kl"));
         }
     }
     for t in &run.extra {

@@ -26,6 +26,9 @@ fn demo_runs_every_stage_and_resumes_from_its_markers() {
         "ppo.ppo_epochs=1",
         "ppo_train.max_steps=2",
         "ppo_sampling.max_new_tokens=8",
+        "ppo.normalize_samples=16",
+        "hacking_train.max_steps=2",
+        "rl_eval_prompts=8",
         "eval_per_family=2",
         "eval_max_new_tokens=8",
     ];
@@ -51,6 +54,14 @@ fn demo_runs_every_stage_and_resumes_from_its_markers() {
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("aligned (PPO)") && report.contains("aligned (DPO)"), "{report}");
     assert!(out.join("ppo/rollouts.jsonl").exists());
+    // The reward-hacking stage: a biased panel's labels, its reward model, PPO at kl 0 and at the
+    // default β, evaluated on the families where the SFT model answers.
+    for dir in ["rm", "kl 0", "kl 0.05 (default)"] {
+        assert!(out.join("hacking").join(dir).join("DONE").exists(), "hacking/{dir} left no DONE marker:\n{first}");
+    }
+    let eval = std::fs::read_to_string(out.join("hacking/eval_prompts.jsonl")).unwrap();
+    assert!(!eval.is_empty() && eval.lines().all(|l| ["how_to", "email", "list_sort", "benign_lookalike"].iter().any(|f| l.contains(&format!("\"family\":\"{f}\"")))));
+    assert!(report.contains("hacking/kl 0 |") && report.contains("hacking/kl 0.05 (default)"), "{report}");
     // Second run: every stage is cached, only the report is rebuilt.
     let t = std::time::Instant::now();
     let second = run();

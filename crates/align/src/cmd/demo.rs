@@ -78,6 +78,22 @@ pub struct DemoConfig {
     pub ppo: align_rl::config::PpoConfig,
     pub ppo_train: TrainConfig,
     pub ppo_sampling: SamplingConfig,
+    /// Reward hacking (issue 6): PPO against a reward model trained on a biased panel's labels
+    /// (`PanelConfig::biased`), once with kl_coef 0 and once with `ppo.kl_coef`; these are both
+    /// runs' loop settings (0 steps = no hacking stage). Written to `hacking/<variant>/`.
+    pub hacking_train: TrainConfig,
+    /// The held-out families on which the hacking runs are evaluated: those where the SFT model
+    /// gives real answers (how-to, email, lists, benign look-alikes). On fact, unknown-entity and
+    /// arithmetic prompts the demo's SFT model answers confidently wrong (gold ≈ 0.01), so any
+    /// drift gains gold — the judge scores an incoherent answer above a confident falsehood —
+    /// which hides the loss of what the model could do (docs/rl.md has every family).
+    pub hacking_eval_families: Vec<String>,
+    /// Held-out prompts answered greedily every 5 rollouts of the PPO runs (eval/gold, eval/score).
+    pub rl_eval_prompts: usize,
+    /// Matmul precision of every training stage: "auto" (bf16 with f32 master weights and
+    /// accumulation where the CPU has AVX512_BF16, else f32), "f32" or "bf16"; overrides the
+    /// stages' own `matmul_precision` (docs/training.md has the loss curves of both).
+    pub matmul_precision: String,
     /// Held-out prompts per family in the gold evaluation.
     pub eval_per_family: usize,
     pub eval_max_new_tokens: usize,
@@ -145,19 +161,32 @@ impl Default for DemoConfig {
                 save_every: 50,
                 ..TrainConfig::default()
             },
-            // A reward model of ~87% accuracy is easy to over-optimize: at lr 1e-4 and TRL's β 0.05,
-            // held-out gold fell while the proxy rose (docs/rl.md); the demo steps gently.
-            ppo: align_rl::config::PpoConfig { rollout_batch_size: 32, mini_batch_size: 16, ppo_epochs: 4, kl_coef: 0.1, ..Default::default() },
+            // TRL's β 0.05 on the normalized reward (PpoConfig::normalize_reward). A reward model of
+            // ~87% accuracy is easy to over-optimize: at lr 3e-5 for 200 steps held-out gold fell
+            // while the proxy rose (docs/rl.md); the demo steps gently.
+            ppo: align_rl::config::PpoConfig { rollout_batch_size: 32, mini_batch_size: 16, ppo_epochs: 4, ..Default::default() },
             ppo_train: TrainConfig {
-                lr: 2e-5,
+                lr: 1e-5,
                 warmup_steps: 0,
                 lr_scheduler: align_train::schedule::LrScheduler::Constant,
-                max_steps: 80,
+                max_steps: 200,
                 log_every: 8,
-                save_every: 40,
+                save_every: 100,
                 ..TrainConfig::default()
             },
             ppo_sampling: SamplingConfig { temperature: 1.0, top_k: 0, max_new_tokens: 48, ..SamplingConfig::default() },
+            hacking_train: TrainConfig {
+                lr: 3e-5,
+                warmup_steps: 0,
+                lr_scheduler: align_train::schedule::LrScheduler::Constant,
+                max_steps: 200,
+                log_every: 8,
+                save_every: 100,
+                ..TrainConfig::default()
+            },
+            rl_eval_prompts: 200,
+            hacking_eval_families: ["how_to", "email", "list_sort", "benign_lookalike"].map(String::from).to_vec(),
+            matmul_precision: "auto".into(),
             eval_per_family: 40,
             eval_max_new_tokens: 64,
             eval_batch_size: 40,
@@ -188,7 +217,17 @@ fn stage(name: &str, i: usize, n: usize) {
 
 pub fn run(args: DemoArgs) -> Result<()> {
     let t0 = Instant::now();
-    let (cfg, resolved): (DemoConfig, toml::Value) = crate::config::load(args.config.as_deref(), &args.sets)?;
+    let (mut cfg, resolved): (DemoConfig, toml::Value) = crate::config::load(args.config.as_deref(), &args.sets)?;
+    let precision = match cfg.matmul_precision.as_str() {
+        "auto" if align_models::kernels::bf16_matmul::available() => "bf16",
+        "auto" => "f32",
+        p => p,
+    }
+    .to_string();
+    for t in [&mut cfg.pretrain, &mut cfg.sft, &mut cfg.rm, &mut cfg.dpo, &mut cfg.ppo_train, &mut cfg.hacking_train] {
+        t.matmul_precision = precision.clone();
+    }
+    eprintln!("training matmuls in {precision} (matmul_precision = \"{}\")", cfg.matmul_precision);
     let size: Size = args.size.parse().map_err(|e| anyhow::anyhow!("--size: {e}"))?;
     let out = args.out.clone();
     if args.fresh && out.exists() {
@@ -196,7 +235,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&out)?;
     align_core::atomic::write_atomic(out.join("demo_config.toml"), toml::to_string_pretty(&resolved)?.as_bytes())?;
-    let n = 9;
+    let n = 10;
     let seed = args.seed;
 
     // 1. The gym.
@@ -325,42 +364,68 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let ppo = out.join("ppo");
     stage("stage 3d: RLHF with PPO against the reward model (KL penalty to SFT)", 8, n);
     if cfg.ppo_train.max_steps > 0 && !done(&ppo) {
-        let pc = RlConfig {
-            out_dir: ppo.clone(),
-            model: sft.join("model"),
-            ref_model: None,
-            algorithm: Algorithm::Ppo,
-            prompts: vec![gym.join("prompts/train.jsonl")],
-            eval_prompts: vec![gym.join("prompts/eval.jsonl")],
-            eval_max_prompts: 100,
-            eval_every_rollouts: 5,
-            max_prompt_len: 128,
-            rewards: vec![RewardSpec::Model { path: rm.join("model"), weight: 1.0 }],
-            shaping: Default::default(),
-            sampling: SamplingConfig { seed, ..cfg.ppo_sampling.clone() },
-            ppo: cfg.ppo.clone(),
-            grpo: Default::default(),
-            ptx: None,
-            forward_batch_size: 32,
-            train: TrainConfig { seed, ..cfg.ppo_train.clone() },
-        };
+        let pc = ppo_config(&ppo, &sft, &rm, &gym, gym.join("prompts/eval.jsonl"), &cfg, cfg.ppo.clone(), TrainConfig { seed, ..cfg.ppo_train.clone() }, seed);
         let s = align_rl::run(&pc, true, &toml::to_string_pretty(&pc)?)?;
-        let g = |r: &align_core::metrics::Record, k: &str| r.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
-        eprintln!(
-            "PPO: {} rollouts; held-out reward-model score {:.3} -> {:.3}, gold {:.3} -> {:.3} in {:.0} s",
-            s.rollouts,
-            g(&s.eval_before, "eval/score"),
-            g(&s.eval_after, "eval/score"),
-            g(&s.eval_before, "eval/gold"),
-            g(&s.eval_after, "eval/gold"),
-            s.seconds
-        );
+        eprintln!("PPO: {} rollouts; {} in {:.0} s", s.rollouts, held_out(&s), s.seconds);
         mark_done(&ppo, &s)?;
+    }
+
+    // 9. Reward hacking: a reward model on a biased panel's labels, PPO without and with the KL penalty.
+    let hack = out.join("hacking");
+    stage("reward hacking: PPO against a biased panel's reward model, without and with the KL penalty", 9, n);
+    if cfg.hacking_train.max_steps > 0 {
+        let prefs = hack.join("preferences.jsonl");
+        if !prefs.exists() {
+            let (lines, _, stats) = World::generate(&GymConfig { seed, size, panel: align_gym::PanelConfig::biased(), ..GymConfig::default() }).preferences()?;
+            let text: String = lines.iter().map(|l| serde_json::to_string(l).map(|s| s + "\n")).collect::<Result<_, _>>()?;
+            std::fs::create_dir_all(&hack)?;
+            align_core::atomic::write_atomic(&prefs, text.as_bytes())?;
+            eprintln!("biased panel: its majority agrees with gold on {:.1}% of the pairs with a gold difference", 100.0 * stats.majority_agreement_all);
+        }
+        // Held-out prompts of the families where the SFT model gives real answers (see
+        // `hacking_eval_families`).
+        let hack_eval = hack.join("eval_prompts.jsonl");
+        if !hack_eval.exists() {
+            let text = std::fs::read_to_string(gym.join("prompts/eval.jsonl"))?;
+            let keep: String = text
+                .lines()
+                .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v.get("family")?.as_str().map(String::from)).is_some_and(|f| cfg.hacking_eval_families.contains(&f)))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            align_core::atomic::write_atomic(&hack_eval, keep.as_bytes())?;
+        }
+        let hrm = hack.join("rm");
+        if !done(&hrm) {
+            let rc = RmConfig {
+                out_dir: hrm.clone(),
+                model: sft.join("model"),
+                data: RmData { files: vec![prefs.clone()], ..cfg_rm_data(&cfg) },
+                center_rewards_coefficient: None,
+                train: TrainConfig { seed, ..cfg.rm.clone() },
+            };
+            let s = align_train::rm::run(&rc, true, &toml::to_string_pretty(&rc)?)?;
+            eprintln!("biased reward model: held-out accuracy (vs the biased panel) {:.3}", s.eval_after.as_ref().map_or(f64::NAN, |e| e.stats.accuracy));
+            mark_done(&hrm, &s)?;
+        }
+        let mut hack_seconds = vec![];
+        for (variant, kl_coef) in [("kl 0".to_string(), 0.0), (format!("kl {} (default)", cfg.ppo.kl_coef), cfg.ppo.kl_coef)] {
+            let dir = hack.join(&variant);
+            if !done(&dir) {
+                let pc = ppo_config(&dir, &sft, &hrm, &gym, hack_eval.clone(), &cfg, align_rl::config::PpoConfig { kl_coef, ..cfg.ppo.clone() }, TrainConfig { seed, ..cfg.hacking_train.clone() }, seed);
+                let s = align_rl::run(&pc, true, &toml::to_string_pretty(&pc)?)?;
+                eprintln!("PPO, {variant}: {} in {:.0} s", held_out(&s), s.seconds);
+                mark_done(&dir, &s)?;
+            }
+            hack_seconds.push(read_seconds(&dir));
+        }
+        // The stage's time (its reward model and both runs) for the timings tables.
+        let seconds = read_seconds(&hrm) + hack_seconds.iter().sum::<f64>();
+        align_core::atomic::write_atomic(hack.join("summary.json"), serde_json::json!({ "seconds": seconds }).to_string().as_bytes())?;
     }
 
     // 6. Evaluation and report.
     let ev = out.join("eval");
-    stage("gold evaluation of every stage on held-out prompts, and the report", 9, n);
+    stage("gold evaluation of every stage on held-out prompts, and the report", 10, n);
     let records = balanced_subset(&load_prompts(gym.join("prompts/eval.jsonl"))?, cfg.eval_per_family);
     let stages: Vec<(&str, PathBuf, PromptStyle)> = vec![
         ("raw (pretrained)", pre.join("model"), PromptStyle::Raw),
@@ -413,6 +478,47 @@ fn stage_key(name: &str) -> String {
     }
 }
 
+/// `seconds` of a stage's summary.json (0 when missing).
+fn read_seconds(dir: &Path) -> f64 {
+    std::fs::read(dir.join("summary.json")).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).and_then(|v| v.get("seconds")?.as_f64()).unwrap_or(0.0)
+}
+
+/// PPO from the SFT model against the reward model in `rm`, on the gym's prompts.
+#[allow(clippy::too_many_arguments)]
+fn ppo_config(out_dir: &Path, sft: &Path, rm: &Path, gym: &Path, eval_prompts: PathBuf, cfg: &DemoConfig, ppo: align_rl::config::PpoConfig, train: TrainConfig, seed: u64) -> RlConfig {
+    RlConfig {
+        out_dir: out_dir.to_path_buf(),
+        model: sft.join("model"),
+        ref_model: None,
+        algorithm: Algorithm::Ppo,
+        prompts: vec![gym.join("prompts/train.jsonl")],
+        eval_prompts: vec![eval_prompts],
+        eval_max_prompts: cfg.rl_eval_prompts,
+        eval_every_rollouts: 5,
+        max_prompt_len: 128,
+        rewards: vec![RewardSpec::Model { path: rm.join("model"), weight: 1.0 }],
+        shaping: Default::default(),
+        sampling: SamplingConfig { seed, ..cfg.ppo_sampling.clone() },
+        ppo,
+        grpo: Default::default(),
+        ptx: None,
+        forward_batch_size: 32,
+        train,
+    }
+}
+
+/// "held-out reward-model score a -> b, gold c -> d" of an RL run.
+fn held_out(s: &align_rl::run::RlSummary) -> String {
+    let g = |r: &align_core::metrics::Record, k: &str| r.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+    format!(
+        "held-out reward-model score {:.3} -> {:.3}, gold {:.3} -> {:.3}",
+        g(&s.eval_before, "eval/score"),
+        g(&s.eval_after, "eval/score"),
+        g(&s.eval_before, "eval/gold"),
+        g(&s.eval_after, "eval/gold")
+    )
+}
+
 /// The reward model's data settings: the DPO stage's (sequence cap, batch, held-out fraction).
 fn cfg_rm_data(cfg: &DemoConfig) -> RmData {
     RmData { max_seq_len: cfg.dpo_data.max_seq_len, batch_size: cfg.dpo_data.batch_size, eval_fraction: cfg.dpo_data.eval_fraction, ..RmData::default() }
@@ -424,7 +530,7 @@ fn write_extra(out: &Path) -> Result<()> {
     let read = |stage: &str| -> Option<serde_json::Value> { serde_json::from_slice(&std::fs::read(out.join(stage).join("summary.json")).ok()?).ok() };
     let mut tables = vec![];
     let mut rows = vec![];
-    for stage in ["pretrain", "sft", "onpolicy", "rm", "dpo", "ppo"] {
+    for stage in ["pretrain", "sft", "onpolicy", "rm", "dpo", "ppo", "hacking"] {
         if let Some(secs) = read(stage).and_then(|v| v.get("seconds").and_then(|s| s.as_f64())) {
             rows.push(serde_json::json!([stage, format!("{secs:.0}")]));
         }
