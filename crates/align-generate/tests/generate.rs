@@ -1,36 +1,21 @@
 //! Mechanics of batched generation on tiny random models (Llama and GPT-2): a row's output does
 //! not depend on its batch mates, the KV cache changes nothing, and every stopping rule holds.
 
-use align_generate::{generate_model, sampling, FinishReason, GenerateError, GenerateOptions, Generation, SamplingConfig};
-use align_models::config::llama_from_dims;
-use align_models::{ForwardArgs, Gpt2Config, Model, ModelConfig};
-use candle_core::{Device, Tensor};
+mod common;
 
-const VOCAB: usize = 64;
+use align_generate::{generate_model, sampling, FinishReason, GenerateError, GenerateOptions, Generation, SamplingConfig};
+use align_models::{ForwardArgs, Model};
+use candle_core::{Device, Tensor};
+use common::{prompts, VOCAB};
+
 const CTX: usize = 48;
 
 fn llama() -> Model {
-    Model::from_config(ModelConfig::Llama(llama_from_dims(VOCAB, 32, 2, 4, 2, CTX)), 7, &Device::Cpu).unwrap()
+    common::llama(CTX)
 }
 
 fn gpt2() -> Model {
-    let cfg = Gpt2Config {
-        vocab_size: VOCAB,
-        n_embd: 32,
-        n_layer: 2,
-        n_head: 4,
-        n_positions: CTX,
-        n_inner: None,
-        layer_norm_epsilon: 1e-5,
-        bos_token_id: None,
-        eos_token_id: None,
-    };
-    Model::from_config(ModelConfig::Gpt2(cfg), 11, &Device::Cpu).unwrap()
-}
-
-/// Prompts of different lengths, so that left padding is exercised.
-fn prompts() -> Vec<Vec<u32>> {
-    vec![vec![5, 9, 2], vec![1, 2, 3, 4, 5, 6, 7, 8, 9], vec![42], vec![7, 7, 30, 31, 12]]
+    common::gpt2(CTX)
 }
 
 fn run(m: &Model, p: &[Vec<u32>], cfg: &SamplingConfig) -> Vec<Generation> {

@@ -10,36 +10,21 @@
 //! matched to the bit on the recording machine and are compared within 1e-4 here, so that other
 //! CPUs' matmul kernels do not fail the test.
 
+mod common;
+
 use align_generate::engine::{Engine, SeqRequest};
 use align_generate::{generate_model, GenerateOptions, SamplingConfig};
-use align_models::config::llama_from_dims;
-use align_models::{Gpt2Config, Model, ModelConfig};
-use candle_core::Device;
+use align_models::Model;
+use common::prompts;
 
-const VOCAB: usize = 64;
 const CTX: usize = 96;
 
 fn llama() -> Model {
-    Model::from_config(ModelConfig::Llama(llama_from_dims(VOCAB, 32, 2, 4, 2, CTX)), 7, &Device::Cpu).unwrap()
+    common::llama(CTX)
 }
 
 fn gpt2() -> Model {
-    let cfg = Gpt2Config {
-        vocab_size: VOCAB,
-        n_embd: 32,
-        n_layer: 2,
-        n_head: 4,
-        n_positions: CTX,
-        n_inner: None,
-        layer_norm_epsilon: 1e-5,
-        bos_token_id: None,
-        eos_token_id: None,
-    };
-    Model::from_config(ModelConfig::Gpt2(cfg), 11, &Device::Cpu).unwrap()
-}
-
-fn prompts() -> Vec<Vec<u32>> {
-    vec![vec![5, 9, 2], vec![1, 2, 3, 4, 5, 6, 7, 8, 9], vec![42], vec![7, 7, 30, 31, 12]]
+    common::gpt2(CTX)
 }
 
 /// One run: its name, each row's (or engine sequence's) tokens and sum of log-probabilities.

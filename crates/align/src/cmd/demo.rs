@@ -167,25 +167,9 @@ impl Default for DemoConfig {
             // ~87% accuracy is easy to over-optimize: at lr 3e-5 for 200 steps held-out gold fell
             // while the proxy rose (docs/rl.md); the demo steps gently.
             ppo: align_rl::config::PpoConfig { rollout_batch_size: 32, mini_batch_size: 16, ppo_epochs: 4, ..Default::default() },
-            ppo_train: TrainConfig {
-                lr: 1e-5,
-                warmup_steps: 0,
-                lr_scheduler: align_train::schedule::LrScheduler::Constant,
-                max_steps: 200,
-                log_every: 8,
-                save_every: 100,
-                ..TrainConfig::default()
-            },
+            ppo_train: rl_loop(1e-5, 200),
             ppo_sampling: SamplingConfig { temperature: 1.0, top_k: 0, max_new_tokens: 48, ..SamplingConfig::default() },
-            hacking_train: TrainConfig {
-                lr: 3e-5,
-                warmup_steps: 0,
-                lr_scheduler: align_train::schedule::LrScheduler::Constant,
-                max_steps: 200,
-                log_every: 8,
-                save_every: 100,
-                ..TrainConfig::default()
-            },
+            hacking_train: rl_loop(3e-5, 200),
             rl_eval_prompts: 200,
             hacking_eval_families: ["how_to", "email", "list_sort", "benign_lookalike"].map(String::from).to_vec(),
             matmul_precision: "auto".into(),
@@ -194,6 +178,19 @@ impl Default for DemoConfig {
             eval_batch_size: 40,
             eval_kl_samples: 1,
         }
+    }
+}
+
+/// An RL run's loop: constant learning rate, no warm-up (TRL's PPO), a log line per rollout.
+fn rl_loop(lr: f64, max_steps: u64) -> TrainConfig {
+    TrainConfig {
+        lr,
+        warmup_steps: 0,
+        lr_scheduler: align_train::schedule::LrScheduler::Constant,
+        max_steps,
+        log_every: 8,
+        save_every: 100,
+        ..TrainConfig::default()
     }
 }
 
