@@ -105,3 +105,17 @@ mod tests {
         assert_eq!(calls, 4);
     }
 }
+
+/// Deterministic token ids in `0..vocab` (xorshift64*), so benchmarks (and the PyTorch side of
+/// them) see the same kind of data without a shared RNG.
+pub fn random_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as u32 % vocab as u32
+        })
+        .collect()
+}

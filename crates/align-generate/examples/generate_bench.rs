@@ -25,18 +25,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const VOCAB: usize = 4096;
 const PROMPT: usize = 16;
 
-/// `n` pseudo-random token ids below `VOCAB` (xorshift, as `align bench`).
-fn random_ids(n: usize, seed: u64) -> Vec<u32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as u32 % VOCAB as u32
-        })
-        .collect()
-}
 
 /// FNV-1a over a stream of u32s.
 fn fnv(words: impl IntoIterator<Item = u32>) -> u64 {
@@ -61,7 +49,7 @@ fn main() -> anyhow::Result<()> {
     let cfg = SamplingConfig { max_new_tokens: new_tokens, ..SamplingConfig::greedy() };
     let warm = SamplingConfig { max_new_tokens: 4, ..SamplingConfig::greedy() };
     for batch in [1usize, 8] {
-        let prompts: Vec<Vec<u32>> = (0..batch).map(|i| random_ids(PROMPT, 1000 + i as u64)).collect();
+        let prompts: Vec<Vec<u32>> = (0..batch).map(|i| align_core::bench::random_ids(PROMPT, VOCAB, 1000 + i as u64)).collect();
         generate_model(&model, &prompts, &warm, GenerateOptions::default())?;
         let mut best = f64::INFINITY;
         for _ in 0..reps {
@@ -75,7 +63,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     // Output checksums: left-padded prompts of different lengths, greedy and sampled.
-    let prompts: Vec<Vec<u32>> = (0..6).map(|i| random_ids(3 + 5 * i, 2000 + i as u64)).collect();
+    let prompts: Vec<Vec<u32>> = (0..6).map(|i| align_core::bench::random_ids(3 + 5 * i, VOCAB, 2000 + i as u64)).collect();
     let n = new_tokens.min(200);
     let greedy = SamplingConfig { max_new_tokens: n, ..SamplingConfig::greedy() };
     let sampled = SamplingConfig { max_new_tokens: n, top_k: 0, seed: 5, ..Default::default() };

@@ -215,20 +215,6 @@ fn matmul_peak(n: usize, reps: usize) -> anyhow::Result<f64> {
     Ok(2.0 * (n as f64).powi(3) / best / 1e9)
 }
 
-/// Deterministic token ids in `0..vocab` (xorshift64*), so both implementations see the same kind
-/// of data without a shared RNG.
-fn random_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as u32 % vocab as u32
-        })
-        .collect()
-}
-
 fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
@@ -310,7 +296,7 @@ fn bench_train(p: &Preset, warmup: usize, steps: usize) -> anyhow::Result<Value>
     let mut losses = Vec::new();
     for step in 0..warmup + steps {
         // A fresh random batch each step: (B, T+1) ids, inputs are [..T], targets [1..].
-        let data = Tensor::from_vec(random_ids(b * (t + 1), v, step as u64 + 1), (b, t + 1), dev)?;
+        let data = Tensor::from_vec(align_core::bench::random_ids(b * (t + 1), v, step as u64 + 1), (b, t + 1), dev)?;
         let ids = data.narrow(1, 0, t)?.contiguous()?;
         let targets = data.narrow(1, 1, t)?.contiguous()?;
 
@@ -420,7 +406,7 @@ fn bench_generate(
     for batch in [1usize, 8] {
         reset_peak_rss();
         let prompts: Vec<Vec<u32>> = (0..batch)
-            .map(|i| random_ids(prompt_len, p.vocab, 1000 + i as u64))
+            .map(|i| align_core::bench::random_ids(prompt_len, p.vocab, 1000 + i as u64))
             .collect();
         generate_model(&model, &prompts, &warm_cfg, GenerateOptions::default())?;
         let mut best = f64::INFINITY;
