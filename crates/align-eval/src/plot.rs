@@ -216,7 +216,8 @@ pub fn line_chart(c: &LineChart) -> Result<String> {
 
 /// Tick labels without float noise: 0.30000000000000004 → "0.3", 1500 → "1500".
 fn fmt_tick(v: f64) -> String {
-    if v == 0.0 {
+    // A tick computed as 0.1 · k − 0.1 lands at ±1e-16 instead of 0.
+    if v.abs() < 1e-12 {
         return "0".into();
     }
     let a = v.abs();
@@ -473,6 +474,7 @@ mod tests {
         assert_eq!(fmt_tick(1500.0), "1500");
         assert_eq!(fmt_tick(12.34), "12.3");
         assert_eq!(fmt_tick(0.0), "0");
+        assert_eq!(fmt_tick(-1.1e-16), "0");
         assert_eq!(fmt_tick(-2.5), "-2.5");
     }
 }

@@ -599,17 +599,35 @@ fn stage_figures(stage: &str, rows: &[MetricRow]) -> Result<Vec<(String, String,
     Ok(figs)
 }
 
+/// Rollouts averaged in the RL figures' sample curves.
+const SMOOTH: usize = 5;
+
+/// The mean of each point and the `w − 1` before it (fewer at the start); x too when `both`.
+fn trailing_mean(pts: &[(f64, f64)], w: usize, both: bool) -> Vec<(f64, f64)> {
+    (0..pts.len())
+        .map(|i| {
+            let win = &pts[i.saturating_sub(w.max(1) - 1)..=i];
+            let n = win.len() as f64;
+            let y = win.iter().map(|p| p.1).sum::<f64>() / n;
+            let x = if both { win.iter().map(|p| p.0).sum::<f64>() / n } else { pts[i].0 };
+            (x, y)
+        })
+        .collect()
+}
+
 /// Figures of an RL stage: proxy vs gold reward, and KL to the reference, per rollout.
 fn rl_figures(stage: &str, rows: &[MetricRow]) -> Result<Vec<(String, String, String)>> {
     let mut figs = vec![];
     let mut series = vec![];
     for (key, name, color, dashed, right) in [
-        ("objective/scores", "proxy reward (reward model), samples", PALETTE[0], false, false),
+        ("objective/scores", "proxy reward (reward model), samples, 5-rollout mean", PALETTE[0], false, false),
         ("eval/score", "proxy reward, held-out greedy", PALETTE[0], true, false),
-        ("gold/mean", "gold reward (judge), samples", PALETTE[3], false, true),
+        ("gold/mean", "gold reward (judge), samples, 5-rollout mean", PALETTE[3], false, true),
         ("eval/gold", "gold reward, held-out greedy", PALETTE[3], true, true),
     ] {
         let pts = metric_series(rows, key);
+        // One rollout's samples are noisy (32 answers): a trailing mean shows the trend.
+        let pts = if key.starts_with("eval/") { pts } else { trailing_mean(&pts, SMOOTH, false) };
         if !pts.is_empty() {
             let mut s = Series::new(name, pts, color);
             s.dashed = dashed;
@@ -632,8 +650,8 @@ fn rl_figures(stage: &str, rows: &[MetricRow]) -> Result<Vec<(String, String, St
             "Blue, left axis: the reward the policy is optimized for. Red, right axis: the gold judge's score of the same answers. Proxy rising while gold falls is reward hacking.".into(),
         ));
     }
-    let proxy_kl = paired_series(rows, "objective/kl", "objective/scores");
-    let gold_kl = paired_series(rows, "objective/kl", "gold/mean");
+    let proxy_kl = trailing_mean(&paired_series(rows, "objective/kl", "objective/scores"), SMOOTH, true);
+    let gold_kl = trailing_mean(&paired_series(rows, "objective/kl", "gold/mean"), SMOOTH, true);
     if !proxy_kl.is_empty() || !gold_kl.is_empty() {
         let mut series = vec![];
         if !proxy_kl.is_empty() {
@@ -653,7 +671,7 @@ fn rl_figures(stage: &str, rows: &[MetricRow]) -> Result<Vec<(String, String, St
         figs.push((
             format!("{}: reward against KL", stage_title(stage)),
             plot::line_chart(&chart)?,
-            "Each point is a rollout, joined in step order. The KL budget buys proxy reward; gold reward should rise with it, and turning down while proxy keeps rising marks overoptimization (Gao et al. 2022).".into(),
+            "Each point is the mean of 5 consecutive rollouts (KL and reward), joined in step order. The KL budget buys proxy reward; gold reward should rise with it, and turning down while proxy keeps rising marks overoptimization (Gao et al. 2022).".into(),
         ));
     }
     let kl = metric_series(rows, "objective/kl");
@@ -1075,6 +1093,14 @@ mod tests {
     fn write(path: &Path, text: &str) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn trailing_mean_by_hand() {
+        let pts = [(1.0, 2.0), (2.0, 4.0), (3.0, 9.0)];
+        assert_eq!(trailing_mean(&pts, 2, false), vec![(1.0, 2.0), (2.0, 3.0), (3.0, 6.5)]);
+        assert_eq!(trailing_mean(&pts, 3, true), vec![(1.0, 2.0), (1.5, 3.0), (2.0, 5.0)]);
+        assert_eq!(trailing_mean(&pts, 1, true), pts.to_vec());
     }
 
     #[test]
