@@ -14,6 +14,7 @@
 //! differentiable primitives, which are also the kernels' test reference.
 
 pub mod causal_lm;
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod gpt2;

@@ -15,6 +15,7 @@ use crate::layers::rope::{apply_rope, Rope};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+#[derive(Clone)]
 struct SelfAttention {
     q_proj: Linear,
     k_proj: Linear,
@@ -49,11 +50,22 @@ impl SelfAttention {
     }
 }
 
+#[derive(Clone)]
 struct Block {
     input_layernorm: RmsNorm,
     self_attn: SelfAttention,
     post_attention_layernorm: RmsNorm,
     mlp: SwiGlu,
+}
+
+impl Block {
+    /// x + attention(norm(x)), then + MLP(norm(·)).
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
+        let h = self.self_attn.forward(&self.input_layernorm.forward(x)?, cos, sin, bias, cache)?;
+        let x = (x + h)?;
+        let h = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?;
+        x + h
+    }
 }
 
 pub struct Llama {
@@ -115,12 +127,14 @@ impl CausalLm for Llama {
         let bias = attention_bias(b, t, past, args.key_mask, args.segments, args.input_ids.device())?;
         let (cos, sin) = self.rope.cos_sin(args.positions)?;
         let mut x = crate::layers::embed(&self.embed_tokens, args.input_ids)?; // (B, T, C)
+        let checkpoint = cache.is_none() && crate::checkpoint::enabled();
         for (i, l) in self.layers.iter().enumerate() {
-            let c = cache.as_deref_mut().map(|c| (c, i));
-            let h = l.self_attn.forward(&l.input_layernorm.forward(&x)?, &cos, &sin, &bias, c)?;
-            x = (x + h)?;
-            let h = l.mlp.forward(&l.post_attention_layernorm.forward(&x)?)?;
-            x = (x + h)?;
+            if checkpoint {
+                let (l, cos, sin, bias) = (l.clone(), cos.clone(), sin.clone(), bias.clone());
+                x = crate::checkpoint::checkpoint(&x, std::sync::Arc::new(move |x: &Tensor| l.forward(x, &cos, &sin, &bias, None)))?;
+            } else {
+                x = l.forward(&x, &cos, &sin, &bias, cache.as_deref_mut().map(|c| (c, i)))?;
+            }
         }
         self.norm.forward(&x)
     }

@@ -62,6 +62,15 @@ impl Drop for PrecisionGuard {
     }
 }
 
+/// Restores the activation-checkpointing setting in force before [`Trainer::fit`] when dropped.
+struct CheckpointingGuard(bool);
+
+impl Drop for CheckpointingGuard {
+    fn drop(&mut self) {
+        align_models::checkpoint::set_activation_checkpointing(self.0);
+    }
+}
+
 /// The loop's configuration. Every field has a default (HF Trainer's where it has one);
 /// unknown keys are an error, so a typo in a TOML file does not pass silently.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +121,10 @@ pub struct TrainConfig {
     /// AVX512_BF16; weights, gradients and optimizer states stay f32. The peer is PyTorch's
     /// `torch.set_float32_matmul_precision("medium")`. Default "f32".
     pub matmul_precision: String,
+    /// Recompute each decoder block in the backward instead of keeping its activations
+    /// (`align_models::checkpoint`; HF `gradient_checkpointing`, default false): less memory,
+    /// one more forward pass per step. f32 CPU Llama-family blocks; others run as usual.
+    pub activation_checkpointing: bool,
 }
 
 impl Default for TrainConfig {
@@ -136,6 +149,7 @@ impl Default for TrainConfig {
             quiet: false,
             early_stopping_patience: 0,
             matmul_precision: "f32".into(),
+            activation_checkpointing: false,
         }
     }
 }
@@ -337,6 +351,7 @@ impl Trainer {
         let cfg = self.config.clone();
         let precision = cfg.matmul_precision.parse::<MatmulPrecision>().map_err(TrainError::Config)?;
         let _precision = PrecisionGuard(set_matmul_precision(precision));
+        let _checkpointing = CheckpointingGuard(align_models::checkpoint::set_activation_checkpointing(cfg.activation_checkpointing));
         let accum = cfg.grad_accum;
         MetricsSink::truncate_after_step(self.metrics_path(), self.step)?;
         let mut sink = MetricsSink::open(self.metrics_path())?;
@@ -366,7 +381,11 @@ impl Trainer {
                 } else {
                     loss.affine(1.0 / accum as f64, 0.0)?
                 };
-                accumulate_grads(&mut grads, &scaled.backward()?, self.opt.params())?;
+                // Parameter gradients of checkpointed blocks arrive apart from the main store.
+                align_models::checkpoint::clear_pending_grads();
+                let mut g = scaled.backward()?;
+                align_models::checkpoint::merge_pending_grads(&mut g)?;
+                accumulate_grads(&mut grads, &g, self.opt.params())?;
                 micro.push(metrics);
             }
             // 2. clip, 3. learning rate, 4. AdamW

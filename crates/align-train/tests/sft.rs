@@ -112,6 +112,22 @@ fn sft_run_full_and_lora() {
     assert!(s.eval_loss < s.eval_loss_before, "{} -> {}", s.eval_loss_before, s.eval_loss);
     assert!(d.path().join("full/model/model.safetensors").exists());
 
+    // Activation checkpointing: the same 8 steps, blocks recomputed in the backward — the same
+    // weights up to float summation order.
+    let ck_out = d.path().join("ckpt").display().to_string();
+    let mut ck = toml_cfg(&ck_out, "");
+    ck.train.activation_checkpointing = true;
+    let s_ck = run(&ck, false, "").unwrap();
+    assert!(!align_models::checkpoint::enabled(), "fit must restore the setting");
+    let load = |p: &str| candle_core::safetensors::load(d.path().join(p).join("model/model.safetensors"), &Device::Cpu).unwrap();
+    let (full, ckw) = (load("full"), load("ckpt"));
+    for (k, a) in &full {
+        let diff = (a - &ckw[k]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff <= 1e-4 * scale.max(1e-3), "{k}: max |Δ| {diff} (max |w| {scale})");
+    }
+    assert!((s_ck.eval_loss - s.eval_loss).abs() < 1e-4, "{} vs {}", s_ck.eval_loss, s.eval_loss);
+
     let lora_out = d.path().join("lora").display().to_string();
     let s = run(&toml_cfg(&lora_out, "[lora]\nr = 4\nlora_alpha = 8\ntarget_modules = \"all-linear\""), false, "").unwrap();
     assert!(s.eval_loss < s.eval_loss_before, "{} -> {}", s.eval_loss_before, s.eval_loss);

@@ -78,6 +78,10 @@ pub struct BenchArgs {
     /// f32 master weights and accumulation; `align_models::kernels::set_matmul_precision`).
     #[arg(long, default_value = "f32")]
     pub matmul_precision: String,
+    /// Recompute each decoder block in the backward instead of keeping its activations
+    /// (`align_models::checkpoint`): less memory, one more block forward per step.
+    #[arg(long)]
+    pub activation_checkpointing: bool,
 }
 
 /// The shapes of one benchmarked model.
@@ -149,10 +153,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let precision: align_models::kernels::MatmulPrecision = args.matmul_precision.parse().map_err(|e| anyhow::anyhow!("--matmul-precision: {e}"))?;
     align_models::kernels::set_matmul_precision(precision);
+    align_models::checkpoint::set_activation_checkpointing(args.activation_checkpointing);
     let env_of = |k: &str| std::env::var(k).ok();
     let mut out = json!({
         "impl": "align",
         "matmul_precision": args.matmul_precision,
+        "activation_checkpointing": args.activation_checkpointing,
         "version": env!("CARGO_PKG_VERSION"),
         "threads": threads,
         "env": {
@@ -311,7 +317,8 @@ fn bench_train(p: &Preset, warmup: usize, steps: usize) -> anyhow::Result<Value>
         let loss = align_train::lm_loss::causal_lm_loss(&logits, &targets.reshape((b, t))?, None)?;
         let loss_val = loss.to_scalar::<f32>()?;
         let t3 = Instant::now();
-        let grads = loss.backward()?;
+        let mut grads = loss.backward()?;
+        align_models::checkpoint::merge_pending_grads(&mut grads)?;
         let mut g: Vec<Option<Tensor>> = opt
             .params()
             .iter()
