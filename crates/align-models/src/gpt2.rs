@@ -96,6 +96,6 @@ impl CausalLm for Gpt2 {
     }
 
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        crate::layers::linear::matmul_t(hidden, &self.wte)
+        crate::layers::linear::lm_head(hidden, &self.wte)
     }
 }

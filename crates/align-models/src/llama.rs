@@ -140,6 +140,6 @@ impl CausalLm for Llama {
     }
 
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        crate::layers::linear::matmul_t(hidden, &self.lm_head)
+        crate::layers::linear::lm_head(hidden, &self.lm_head)
     }
 }

@@ -52,6 +52,17 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// The LM head, `lm_head` or the tied embedding: `x @ wᵀ` like `matmul_t`, in bf16 under the
+/// process-wide `matmul_precision()` as every `Linear` is (PyTorch's autocast runs the LM head in
+/// bf16 too); a decode step's few rows keep the f32 `skinny` path.
+pub fn lm_head(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !skinny::applies(x, w) && use_bf16(matmul_precision(), x, w) {
+        bf16_matmul::linear(x, w)
+    } else {
+        matmul_t(x, w)
+    }
+}
+
 impl Linear {
     /// The forward pass with the matmul in `precision` (`forward` uses the process-wide
     /// `kernels::matmul_precision()`).
