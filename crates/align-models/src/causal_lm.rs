@@ -56,14 +56,20 @@ pub trait CausalLm: Send + Sync {
 /// append concatenated). In a view, each (batch row, head) holds `seq_len() × D` contiguous
 /// values, and heads lie `capacity × D` apart: the fused attention kernel reads it as it is.
 ///
-/// The buffers store values, not the autograd graph: gradients reach the keys and values of the
-/// `append` call that tracks them (see there), not those of earlier calls. Cloning is cheap (the
-/// buffers are shared) and safe: the first append to a shared buffer copies it.
+/// The buffers store values, not the autograd graph. A cache is for inference, as
+/// transformers' `generate` runs under `torch.no_grad()`: `append` returns the buffers' views even
+/// when the model's weights are trainable `Var`s (every model this workspace loads), so no step
+/// concatenates the cache. [`KvCache::tracking_gradients`] makes a cache whose `append` lets
+/// gradients reach the keys and values of that call (not those of earlier calls), at the price
+/// of a concatenation per step. Cloning is cheap (the buffers are shared) and safe: the first
+/// append to a shared buffer copies it.
 #[derive(Clone, Default)]
 pub struct KvCache {
     layers: Vec<Option<LayerKv>>,
     /// Positions a layer's first buffer makes room for (more if the first append brings more).
     reserve: usize,
+    /// Whether `append` keeps the autograd graph of the keys and values it is given.
+    gradients: bool,
 }
 
 /// One layer's buffers.
@@ -113,13 +119,20 @@ fn buffer_with(x: &Tensor, capacity: usize, offset: usize) -> Result<Tensor> {
 
 impl KvCache {
     pub fn new(num_layers: usize) -> Self {
-        Self { layers: vec![None; num_layers], reserve: 0 }
+        Self { layers: vec![None; num_layers], reserve: 0, gradients: false }
+    }
+
+    /// This cache, with `append` returning the cached keys and values concatenated with the new
+    /// ones when those track gradients, so that gradients reach them (see the type's doc).
+    pub fn tracking_gradients(mut self) -> Self {
+        self.gradients = true;
+        self
     }
 
     /// An empty cache whose layers make room for `positions` positions when first written, so
     /// that a generation known to stay within them never grows a buffer.
     pub fn with_capacity(num_layers: usize, positions: usize) -> Self {
-        Self { layers: vec![None; num_layers], reserve: positions }
+        Self { layers: vec![None; num_layers], reserve: positions, gradients: false }
     }
 
     /// Number of cached positions (0 when empty).
@@ -140,9 +153,9 @@ impl KvCache {
     }
 
     /// Appends `k`, `v` (B, KV_HEADS, T_new, D) of one layer and returns the full keys and values,
-    /// (B, KV_HEADS, T_cache + T_new, D): views of the layer's buffers, or, when `k` or `v` tracks
-    /// gradients, the cached keys and values concatenated with `k` and `v` so that gradients
-    /// reach them.
+    /// (B, KV_HEADS, T_cache + T_new, D): views of the layer's buffers, or, in a cache made with
+    /// [`KvCache::tracking_gradients`] when `k` or `v` tracks gradients, the cached keys and
+    /// values concatenated with `k` and `v` so that gradients reach them.
     pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let (b, h, t, d) = k.dims4()?;
         if v.dims() != k.dims() || v.dtype() != k.dtype() {
@@ -151,6 +164,7 @@ impl KvCache {
         if self.layers.len() <= layer {
             self.layers.resize(layer + 1, None);
         }
+        let track = self.gradients && (k.track_op() || v.track_op());
         let past = match &mut self.layers[layer] {
             None => {
                 let capacity = t.max(self.reserve);
@@ -169,7 +183,7 @@ impl KvCache {
                         l.k.dtype()
                     )
                 }
-                let past = (k.track_op() || v.track_op()).then(|| l.filled()).transpose()?;
+                let past = track.then(|| l.filled()).transpose()?;
                 let (len, capacity) = (l.len, l.capacity());
                 if len + t > capacity {
                     // Full: double, so that copies cost O(1) per position amortized.
@@ -188,7 +202,7 @@ impl KvCache {
         };
         match past {
             Some((pk, pv)) => Ok((Tensor::cat(&[&pk, &k.contiguous()?], 2)?, Tensor::cat(&[&pv, &v.contiguous()?], 2)?)),
-            None if k.track_op() || v.track_op() => Ok((k.contiguous()?, v.contiguous()?)),
+            None if track => Ok((k.contiguous()?, v.contiguous()?)),
             None => self.layers[layer].as_ref().map_or_else(|| candle_core::bail!("kv cache: layer {layer} vanished"), LayerKv::filled),
         }
     }

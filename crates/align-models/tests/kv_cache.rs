@@ -223,9 +223,30 @@ fn buffers_grow_by_doubling_and_old_views_keep_their_values() -> Result<()> {
 }
 
 #[test]
+fn a_default_cache_returns_its_buffers_even_for_tracked_inputs() -> Result<()> {
+    // Generation with trainable weights: keys and values track gradients, and the cache still
+    // answers with views of its buffers (no concatenation, no graph), as under torch.no_grad().
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let mut c = KvCache::with_capacity(1, 16);
+    let mut r = Concat::new();
+    for t in [4, 1, 1] {
+        let k = Var::from_tensor(&randn(&mut rng, (1, KV, t, D))?)?;
+        let v = Var::from_tensor(&randn(&mut rng, (1, KV, t, D))?)?;
+        let (ka, va) = c.append(0, &k, &v)?;
+        r.append(0, &k, &v)?;
+        assert!(!ka.track_op() && !va.track_op(), "no graph through a default cache");
+        assert_eq!(ka.stride()[1], 16 * D, "a view of the buffer, not a concatenation");
+        let (rk, rv) = r.layers[0].clone().unwrap();
+        assert_same_tensor(&ka, &rk, "keys");
+        assert_same_tensor(&va, &rv, "values");
+    }
+    Ok(())
+}
+
+#[test]
 fn gradients_reach_the_appended_keys_and_values() -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let mut c = KvCache::new(1);
+    let mut c = KvCache::new(1).tracking_gradients();
     for t in [4, 1] {
         let k = Var::from_tensor(&randn(&mut rng, (1, KV, t, D))?)?;
         let v = Var::from_tensor(&randn(&mut rng, (1, KV, t, D))?)?;
