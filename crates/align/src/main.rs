@@ -76,6 +76,16 @@ fn set_thread_defaults() {
     }
 }
 
+/// Runs a compute command on one of rayon's worker threads (the calling thread waits). Every
+/// kernel and candle op splits its work with rayon; called from outside the pool, each split
+/// wakes a worker and blocks the caller on a lock (tens of microseconds, for ops that take a few),
+/// while from a worker the other threads steal the pieces. Measured (BENCHMARKS.md): tiny-model
+/// training +6–10%, generation +24–28%. The servers and the chat stay outside: they block on
+/// sockets and stdin, which would take a worker away from the kernels.
+fn in_pool(f: impl FnOnce() -> anyhow::Result<()> + Send) -> anyhow::Result<()> {
+    rayon::scope(|_| f())
+}
+
 fn main() -> ExitCode {
     set_thread_defaults();
     tracing_subscriber::fmt()
@@ -87,21 +97,22 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo(a) => cmd::demo::run(a),
-        Command::Gym(c) => cmd::gym::run(c),
-        Command::Tokenizer(c) => cmd::tokenizer::run(c),
-        Command::Pretrain(a) => cmd::pretrain::run(a),
-        Command::Generate(a) => cmd::generate::run(a),
-        Command::Sft(a) => cmd::sft::run(a),
-        Command::Dpo(a) => cmd::dpo::run(a),
-        Command::Onpolicy(a) => cmd::onpolicy::run(a),
-        Command::Ppo(a) => cmd::rl::run(a, align_rl::Algorithm::Ppo),
-        Command::Grpo(a) => cmd::rl::run(a, align_rl::Algorithm::Grpo),
-        Command::Rloo(a) => cmd::rl::run(a, align_rl::Algorithm::Rloo),
-        Command::Eval(a) => cmd::eval::run(a),
-        Command::Report(a) => cmd::report::run(a),
-        Command::Cai(c) => cmd::cai::run(c),
-        Command::Rm(c) => cmd::rm::run(c),
+        Command::Demo(a) => in_pool(move || cmd::demo::run(a)),
+        Command::Gym(c) => in_pool(move || cmd::gym::run(c)),
+        Command::Tokenizer(c) => in_pool(move || cmd::tokenizer::run(c)),
+        Command::Pretrain(a) => in_pool(move || cmd::pretrain::run(a)),
+        Command::Generate(a) => in_pool(move || cmd::generate::run(a)),
+        Command::Sft(a) => in_pool(move || cmd::sft::run(a)),
+        Command::Dpo(a) => in_pool(move || cmd::dpo::run(a)),
+        Command::Onpolicy(a) => in_pool(move || cmd::onpolicy::run(a)),
+        Command::Ppo(a) => in_pool(move || cmd::rl::run(a, align_rl::Algorithm::Ppo)),
+        Command::Grpo(a) => in_pool(move || cmd::rl::run(a, align_rl::Algorithm::Grpo)),
+        Command::Rloo(a) => in_pool(move || cmd::rl::run(a, align_rl::Algorithm::Rloo)),
+        Command::Eval(a) => in_pool(move || cmd::eval::run(a)),
+        Command::Report(a) => in_pool(move || cmd::report::run(a)),
+        Command::Cai(c) => in_pool(move || cmd::cai::run(c)),
+        Command::Rm(c) => in_pool(move || cmd::rm::run(c)),
+        // Sets the thread count first, then runs its measurements in the pool itself.
         Command::Bench(a) => cmd::bench::run(a),
         Command::Label(c) => cmd::label::run(c),
         Command::Serve(a) => cmd::serve::run(a),

@@ -183,7 +183,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.skip_training {
         for p in &presets {
             let steps = args.steps.unwrap_or(p.default_steps).max(1);
-            let r = bench_train(p, args.warmup, steps)
+            // On a rayon worker, as `main` runs every compute command (see `in_pool` there).
+            let r = rayon::scope(|_| bench_train(p, args.warmup, steps))
                 .with_context(|| format!("training benchmark `{}`", p.name))?;
             out["train"][p.name] = r;
         }
@@ -191,7 +192,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     if !args.skip_generation {
         for p in &presets {
-            let r = bench_generate(p, args.prompt_len, args.new_tokens, args.reps.max(1))
+            let r = rayon::scope(|_| bench_generate(p, args.prompt_len, args.new_tokens, args.reps.max(1)))
                 .with_context(|| format!("generation benchmark `{}`", p.name))?;
             out["generate"][p.name] = r;
         }
