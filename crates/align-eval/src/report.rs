@@ -688,6 +688,22 @@ fn rl_figures(stage: &str, rows: &[MetricRow]) -> Result<Vec<(String, String, St
     Ok(figs)
 }
 
+/// `y_key`'s points placed at the KL of the policy that produced them: the mean `objective/kl` of
+/// the last `w` rollouts up to and including each point's step (one rollout's KL is a 32-sample
+/// estimate that moves up and down by a nat; a point after the last rollout, such as the final
+/// held-out evaluation, gets the last `w`). Points before any KL is logged are left out.
+fn at_trailing_kl(rows: &[MetricRow], y_key: &str, w: usize) -> Vec<(f64, f64)> {
+    let kl = metric_series(rows, "objective/kl");
+    metric_series(rows, y_key)
+        .into_iter()
+        .filter_map(|(step, y)| {
+            let upto = kl.partition_point(|(s, _)| *s <= step);
+            let win = &kl[upto.saturating_sub(w.max(1))..upto];
+            (!win.is_empty()).then(|| (win.iter().map(|p| p.1).sum::<f64>() / win.len() as f64, y))
+        })
+        .collect()
+}
+
 /// The reward-hacking figures: proxy (solid, left axis) and gold (dashed, right axis) reward,
 /// one colour per variant, against step and (when KL is logged) against KL.
 fn hacking_figures(variants: &[(String, Vec<MetricRow>)]) -> Result<Option<(String, Option<String>)>> {
@@ -716,7 +732,7 @@ fn hacking_figures(variants: &[(String, Vec<MetricRow>)]) -> Result<Option<(Stri
         let keys = if held_out { [("eval/score", "proxy"), ("eval/gold", "gold")] } else { [("objective/scores", "proxy"), ("gold/mean", "gold")] };
         for ((key, what), dashed) in keys.into_iter().zip([false, true]) {
             let step = metric_series(rows, key);
-            let kl = paired_series(rows, "objective/kl", key);
+            let kl = at_trailing_kl(rows, key, SMOOTH);
             let mk = |pts| {
                 let s = Series::new(format!("{name}: {what}"), pts, color);
                 if dashed {
@@ -880,10 +896,10 @@ pub fn render_html(run: &RunData, run_dir: &Path, seed: u64) -> Result<String> {
 
     if let Some((by_step, by_kl)) = hacking_figures(&run.hacking)? {
         toc.push(("hacking", "reward hacking"));
-        body.push_str("<section id=\"hacking\"><h2>Reward hacking: proxy vs gold reward</h2><p class=\"note\">The same RL run with different KL penalties (<code>hacking/&lt;variant&gt;</code>), against a reward model whose labels favour long, agreeing, confident answers. Solid lines: the reward model's score (the proxy the policy maximizes, left axis) of the policy's greedy answers to held-out prompts (in the demo: the families where the SFT model gives real answers — how-to, email, lists, benign look-alikes; docs/rl.md explains why and has every family). Dashed: the gold judge's score of the same answers (right axis). Without the KL penalty the proxy keeps rising while gold falls (Gao et al. 2022); the penalty keeps the policy near the SFT model, where the reward model is still right.</p>");
+        body.push_str("<section id=\"hacking\"><h2>Reward hacking: proxy vs gold reward</h2><p class=\"note\">The same RL run with different KL penalties (<code>hacking/&lt;variant&gt;</code>), against a reward model whose labels favour long, agreeing, confident answers. Solid lines: the reward model's score (the proxy the policy maximizes, left axis) of the policy's greedy answers to held-out prompts (in the demo: the families where the SFT model gives real answers — how-to, email, lists, benign look-alikes; docs/rl.md explains why and has every family). Dashed: the gold judge's score of the same answers (right axis). Without the KL penalty the proxy keeps rising while gold falls (Gao et al. 2022); the penalty keeps the policy nearer the SFT model, where the reward model is more often right. Compare how far gold falls in each run: in the gym's demo the default penalty saves part of the loss, not all of it (the RL table of report.md has the numbers).</p>");
         figure(&mut body, "Proxy and gold reward per step, by KL penalty", &by_step, "");
         if let Some(svg) = by_kl {
-            figure(&mut body, "Proxy and gold reward against KL to the reference, by KL penalty", &svg, "Each point is a rollout. Read it as Gao et al.'s overoptimization curves: how much gold reward each nat of KL buys.");
+            figure(&mut body, "Proxy and gold reward against KL to the reference, by KL penalty", &svg, "The same points as above, placed at the policy's KL to the reference: the mean KL of the 5 rollouts up to each point (one rollout's KL is a noisy 32-sample estimate). Read it as Gao et al.'s overoptimization curves: how much gold reward each nat of KL buys.");
         }
         body.push_str("</section>");
     }
@@ -1093,6 +1109,25 @@ mod tests {
     fn write(path: &Path, text: &str) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn hacking_points_sit_at_the_trailing_mean_kl() {
+        let row = |step: f64, kl: Option<f64>, gold: Option<f64>| {
+            let values = [("objective/kl", kl), ("eval/gold", gold)].into_iter().filter_map(|(k, v)| Some((k.to_string(), v?))).collect();
+            MetricRow { step, values }
+        };
+        // KL per rollout 0, 2, 4, 1, 3; evaluations at steps 1, 4 and after the last rollout (6).
+        let rows = vec![
+            row(1.0, Some(0.0), Some(0.5)),
+            row(2.0, Some(2.0), None),
+            row(3.0, Some(4.0), None),
+            row(4.0, Some(1.0), Some(0.4)),
+            row(5.0, Some(3.0), None),
+            row(6.0, None, Some(0.3)),
+        ];
+        let pts = at_trailing_kl(&rows, "eval/gold", 3);
+        assert_eq!(pts, vec![(0.0, 0.5), ((2.0 + 4.0 + 1.0) / 3.0, 0.4), ((4.0 + 1.0 + 3.0) / 3.0, 0.3)]);
     }
 
     #[test]
