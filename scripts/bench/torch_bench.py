@@ -37,6 +37,7 @@ def parse_args():
     p.add_argument("--prompt-len", type=int, default=16)
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--reps", type=int, default=3, help="best-of repetitions for matmul and generation")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (align bench --device takes the same)")
     p.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa", help="transformers attn_implementation")
     p.add_argument("--profile", action="store_true", help="torch.profiler over one extra training step: top ops")
     return p.parse_args()
@@ -89,6 +90,22 @@ def reset_peak_rss():
         pass
 
 
+def dev():
+    return torch.device(args.device)
+
+
+def now():
+    """perf_counter after the GPU's queued work is done (CUDA runs asynchronously; a no-op on the CPU)."""
+    if dev().type == "cuda":
+        torch.cuda.synchronize(dev())
+    return time.perf_counter()
+
+
+def peak_mib():
+    """Peak memory of the phase: the process's VmHWM on the CPU; None on a GPU (as align bench)."""
+    return rss_mib()[1] if dev().type == "cpu" else None
+
+
 def build(p):
     d = p["d_model"]
     cfg = LlamaConfig(
@@ -111,19 +128,19 @@ def build(p):
         attn_implementation=args.attn,
     )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg)
+    model = LlamaForCausalLM(cfg).to(dev())
     return model, cfg
 
 
 def matmul_peak(n, reps):
-    a = torch.randn(n, n)
-    b = torch.randn(n, n)
+    a = torch.randn(n, n, device=dev())
+    b = torch.randn(n, n, device=dev())
     a @ b
     best = float("inf")
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = now()
         a @ b
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, now() - t0)
     return 2 * n**3 / best / 1e9
 
 
@@ -140,29 +157,29 @@ def bench_train(name, p, warmup, steps):
         lr=3e-4, betas=(0.9, 0.999), eps=1e-8,
     )
     b, t, v = p["batch"], p["seq"], p["vocab"]
-    pos = torch.arange(t).unsqueeze(0).repeat(b, 1)
+    pos = torch.arange(t, device=dev()).unsqueeze(0).repeat(b, 1)
     print(f"train {name}: {n_params / 1e6:.2f}M params, batch {b} x seq {t}, {warmup} warmup + {steps} timed steps",
           flush=True)
 
     def step(i):
-        data = torch.tensor(random_ids(b * (t + 1), v, i + 1)).view(b, t + 1)
+        data = torch.tensor(random_ids(b * (t + 1), v, i + 1), device=dev()).view(b, t + 1)
         ids, targets = data[:, :t].contiguous(), data[:, 1:].contiguous()
-        t0 = time.perf_counter()
+        t0 = now()
         hidden = model.model(input_ids=ids, position_ids=pos, use_cache=False).last_hidden_state  # (B, T, C)
-        t1 = time.perf_counter()
+        t1 = now()
         logits = model.lm_head(hidden)  # (B, T, V)
-        t2 = time.perf_counter()
+        t2 = now()
         loss = F.cross_entropy(logits.view(b * t, v), targets.view(-1))
         loss_val = loss.item()
-        t3 = time.perf_counter()
+        t3 = now()
         loss.backward()
-        t4 = time.perf_counter()
+        t4 = now()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        t5 = time.perf_counter()
+        t5 = now()
         opt.step()
         opt.zero_grad(set_to_none=True)
         del hidden, logits, loss
-        t6 = time.perf_counter()
+        t6 = now()
         return loss_val, dict(fwd_body=t1 - t0, fwd_head=t2 - t1, loss=t3 - t2, bwd=t4 - t3, clip=t5 - t4,
                               opt=t6 - t5, total=t6 - t0)
 
@@ -172,7 +189,7 @@ def bench_train(name, p, warmup, steps):
         losses.append(loss_val)
         if i >= warmup:
             times.append(tm)
-    peak = rss_mib()[1]
+    peak = peak_mib()
 
     profile = None
     if args.profile:
@@ -203,7 +220,7 @@ def bench_train(name, p, warmup, steps):
     if profile is not None:
         r["profile"] = profile
     print(f"  step {step_s:.3f}s  {tokens / step_s:.0f} tok/s  {flops / step_s / 1e9:.1f} GFLOP/s  "
-          f"(fwd {fwd:.3f} bwd {med('bwd'):.3f} clip {med('clip'):.3f} opt {med('opt'):.3f})  peak {peak:.0f} MiB",
+          f"(fwd {fwd:.3f} bwd {med('bwd'):.3f} clip {med('clip'):.3f} opt {med('opt'):.3f})  peak {peak or float('nan'):.0f} MiB",
           flush=True)
     del model, opt
     return r
@@ -217,20 +234,20 @@ def bench_generate(name, p, prompt_len, new_tokens, reps):
     res = dict(prompt_len=prompt_len, new_tokens=new_tokens, reps=reps)
     for batch in (1, 8):
         reset_peak_rss()
-        prompts = torch.tensor([random_ids(prompt_len, p["vocab"], 1000 + i) for i in range(batch)])
+        prompts = torch.tensor([random_ids(prompt_len, p["vocab"], 1000 + i) for i in range(batch)], device=dev())
         mask = torch.ones_like(prompts)
         kw = dict(attention_mask=mask, do_sample=False, pad_token_id=0, eos_token_id=None, use_cache=True)
         model.generate(prompts, max_new_tokens=4, min_new_tokens=4, **kw)
         best = float("inf")
         for _ in range(reps):
-            t0 = time.perf_counter()
+            t0 = now()
             out = model.generate(prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kw)
-            best = min(best, time.perf_counter() - t0)
+            best = min(best, now() - t0)
             assert out.shape == (batch, prompt_len + new_tokens), out.shape
         tps = batch * new_tokens / best
         print(f"generate {name} batch {batch}: {tps:.0f} tok/s ({best:.2f}s for {new_tokens} new tokens per row)",
               flush=True)
-        res[f"b{batch}"] = dict(tokens_per_s=tps, seconds=best, peak_rss_mib=rss_mib()[1])
+        res[f"b{batch}"] = dict(tokens_per_s=tps, seconds=best, peak_rss_mib=peak_mib())
     return res
 
 
@@ -238,7 +255,7 @@ def main():
     sizes = ["tiny", "small"] if args.size == "all" else [args.size]
     out = dict(
         impl="pytorch", version=f"torch {torch.__version__}, transformers {transformers.__version__}",
-        threads=threads, attn_implementation=args.attn, interop_threads=torch.get_num_interop_threads(),
+        threads=threads, device=args.device, attn_implementation=args.attn, interop_threads=torch.get_num_interop_threads(),
         cpu_capability=torch.backends.cpu.get_cpu_capability(), train={}, generate={},
     )
     if not args.skip_matmul:

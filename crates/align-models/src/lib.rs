@@ -16,6 +16,7 @@
 pub mod causal_lm;
 pub mod checkpoint;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod gpt2;
 pub mod hf;

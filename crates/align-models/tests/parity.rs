@@ -2,12 +2,21 @@
 //! builds a tiny random model of each architecture, saves it in HF format and dumps inputs,
 //! logits, loss and the gradient of every parameter. Here we load the same files and compare:
 //! logits and loss within 1e-4 relative error, every gradient within 1e-3.
+//!
+//! They run on `ALIGN_TEST_DEVICE` (default `cpu`): on a GPU machine, a `--features cuda` build
+//! runs the same comparisons on `cuda` (scripts/cuda/gpu_check.sh, docs/cuda.md).
 
 use align_models::causal_lm::default_positions;
 use align_models::{ForwardArgs, KvCache, Model};
 use candle_core::{DType, Device, Tensor, D};
 use std::collections::HashMap;
 use std::path::PathBuf;
+
+/// The device under test: `ALIGN_TEST_DEVICE`, default cpu.
+fn dev() -> Device {
+    let spec = std::env::var("ALIGN_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    align_models::device::parse_device(&spec).unwrap_or_else(|e| panic!("ALIGN_TEST_DEVICE: {e}"))
+}
 
 const ARCHS: [&str; 4] = ["llama", "mistral", "qwen2", "gpt2"];
 
@@ -17,8 +26,8 @@ fn fixture_dir(arch: &str) -> PathBuf {
 
 fn load(arch: &str) -> (Model, HashMap<String, Tensor>) {
     let dir = fixture_dir(arch);
-    let model = Model::from_pretrained(dir.join("model"), DType::F32, &Device::Cpu).unwrap();
-    let io = candle_core::safetensors::load(dir.join("io.safetensors"), &Device::Cpu).unwrap();
+    let model = Model::from_pretrained(dir.join("model"), DType::F32, &dev()).unwrap();
+    let io = candle_core::safetensors::load(dir.join("io.safetensors"), &dev()).unwrap();
     (model, io)
 }
 
@@ -49,7 +58,7 @@ fn logits_loss_and_every_gradient_match_transformers() {
         let (model, io) = load(arch);
         let input = ids(&io["a.input_ids"]);
         let (b, t) = input.dims2().unwrap();
-        let pos = default_positions(b, t, 0, &Device::Cpu).unwrap();
+        let pos = default_positions(b, t, 0, &dev()).unwrap();
         let logits = model.lm.forward(&ForwardArgs::new(&input, &pos), None).unwrap();
         let e = rel_err(&logits, &io["a.logits"]);
         assert!(e < 1e-4, "{arch}: logits rel err {e}");
@@ -96,13 +105,13 @@ fn kv_cache_decoding_matches_transformers() {
         let decode = ids(&io["c.decode_ids"]);
         let mut cache = KvCache::new(model.lm.num_layers());
         let t0 = prefill.dim(1).unwrap();
-        let pos = default_positions(1, t0, 0, &Device::Cpu).unwrap();
+        let pos = default_positions(1, t0, 0, &dev()).unwrap();
         model.lm.forward(&ForwardArgs::new(&prefill, &pos), Some(&mut cache)).unwrap();
         let n = decode.dim(1).unwrap();
         let mut rows = vec![];
         for i in 0..n {
             let tok = decode.narrow(1, i, 1).unwrap();
-            let pos = default_positions(1, 1, t0 + i, &Device::Cpu).unwrap();
+            let pos = default_positions(1, 1, t0 + i, &dev()).unwrap();
             let l = model.lm.forward(&ForwardArgs::new(&tok, &pos), Some(&mut cache)).unwrap();
             rows.push(l.squeeze(0).unwrap().squeeze(0).unwrap());
         }
@@ -119,17 +128,17 @@ fn save_then_load_gives_the_same_logits() {
         let (model, io) = load(arch);
         let dir = tempfile::tempdir().unwrap();
         model.save_pretrained(dir.path(), DType::F32).unwrap();
-        let again = Model::from_pretrained(dir.path(), DType::F32, &Device::Cpu).unwrap();
+        let again = Model::from_pretrained(dir.path(), DType::F32, &dev()).unwrap();
         let input = ids(&io["a.input_ids"]);
         let (b, t) = input.dims2().unwrap();
-        let pos = default_positions(b, t, 0, &Device::Cpu).unwrap();
+        let pos = default_positions(b, t, 0, &dev()).unwrap();
         let a = model.lm.forward(&ForwardArgs::new(&input, &pos), None).unwrap();
         let c = again.lm.forward(&ForwardArgs::new(&input, &pos), None).unwrap();
         assert_eq!(rel_err(&a, &c), 0.0, "{arch}");
         // bf16 round trip loads and stays close.
         let dir16 = tempfile::tempdir().unwrap();
         model.save_pretrained(dir16.path(), DType::BF16).unwrap();
-        let m16 = Model::from_pretrained(dir16.path(), DType::F32, &Device::Cpu).unwrap();
+        let m16 = Model::from_pretrained(dir16.path(), DType::F32, &dev()).unwrap();
         let c16 = m16.lm.forward(&ForwardArgs::new(&input, &pos), None).unwrap();
         assert!(rel_err(&c16, &a) < 5e-2, "{arch}: bf16 round trip");
     }
@@ -153,9 +162,9 @@ fn sharded_checkpoint_loads_like_a_single_file() {
     }
     let index = serde_json::json!({"metadata": {}, "weight_map": map});
     std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
-    let sharded = Model::from_pretrained(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    let sharded = Model::from_pretrained(dir.path(), DType::F32, &dev()).unwrap();
     let input = ids(&io["a.input_ids"]);
-    let pos = default_positions(2, 12, 0, &Device::Cpu).unwrap();
+    let pos = default_positions(2, 12, 0, &dev()).unwrap();
     let l = sharded.lm.forward(&ForwardArgs::new(&input, &pos), None).unwrap();
     assert!(rel_err(&l, &io["a.logits"]) < 1e-4);
 }

@@ -353,7 +353,7 @@ pub fn run(cfg: &DpoConfig, resume: bool, resolved: &str) -> Result<DpoSummary> 
         return crate::kto::run(cfg, resume, resolved);
     }
     let start = std::time::Instant::now();
-    let dev = Device::Cpu;
+    let dev = crate::trainer::device_of(&cfg.train)?;
     let mut s = setup(cfg, &dev)?;
     let (pairs, train_rep) = tokenize_pairs(&s.tok, &s.tmpl, &s.train_ex, &s.data)?;
     let (eval_pairs, eval_rep) = tokenize_pairs(&s.tok, &s.tmpl, &s.eval_ex, &s.data)?;

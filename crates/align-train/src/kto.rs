@@ -164,7 +164,7 @@ fn check_balance(items: &[KtoItem], cfg: &KtoConfig) {
 /// Runs KTO (`objective = "kto"`, `align dpo --loss kto`).
 pub fn run(cfg: &DpoConfig, resume: bool, resolved: &str) -> Result<DpoSummary> {
     let start = std::time::Instant::now();
-    let dev = Device::Cpu;
+    let dev = crate::trainer::device_of(&cfg.train)?;
     let mut s = setup(cfg, &dev)?;
     let (items, train_rep) = tokenize_unpaired(&s.tok, &s.tmpl, &s.train_ex, &s.data)?;
     let (eval_items, eval_rep) = tokenize_unpaired(&s.tok, &s.tmpl, &s.eval_ex, &s.data)?;

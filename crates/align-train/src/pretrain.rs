@@ -214,7 +214,7 @@ pub fn write_model_files(dir: &Path, config_json: &serde_json::Value, tok: &Toke
 /// `resolved` is the resolved config as TOML text, saved beside every checkpoint.
 pub fn run(cfg: &PretrainConfig, resume: bool, resolved: &str) -> Result<PretrainSummary> {
     let start = std::time::Instant::now();
-    let dev = Device::Cpu;
+    let dev = crate::trainer::device_of(&cfg.train)?;
     let tok = Tokenizer::from_dir(&cfg.tokenizer).map_err(TrainError::other)?;
     if cfg.data.files.is_empty() {
         return Err(TrainError::Config("data.files is empty: give the text or JSONL files to pretrain on".into()));

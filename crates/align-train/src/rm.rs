@@ -17,7 +17,7 @@ use align_data::chat_template::{tokenize_conversation, ChatTemplate};
 use align_data::formats::{Example, ReadOptions, Text};
 use align_data::{Message, Shuffler, Tokenizer};
 use align_models::reward::RewardModel;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -369,7 +369,7 @@ pub fn save_reward_model(rm: &RewardModel, tok: &Tokenizer, dir: &Path) -> Resul
 /// Trains a reward model (resuming from the newest checkpoint under `out_dir` when `resume`).
 pub fn run(cfg: &RmConfig, resume: bool, resolved: &str) -> Result<RmSummary> {
     let start = std::time::Instant::now();
-    let dev = Device::Cpu;
+    let dev = crate::trainer::device_of(&cfg.train)?;
     let tok = Tokenizer::from_dir(&cfg.model).map_err(TrainError::other)?;
     let tmpl = ChatTemplate::from_tokenizer(&tok).map_err(TrainError::other)?;
     let (rm, from_ckpt) = RewardModel::load_or_init(&cfg.model, cfg.train.seed, DType::F32, &dev).map_err(TrainError::other)?;

@@ -455,7 +455,7 @@ pub fn read_all(files: &[PathBuf], opts: &ReadOptions, summaries: &mut Vec<Strin
 /// Runs SFT (resuming from the newest checkpoint under `out_dir` when `resume`).
 pub fn run(cfg: &SftConfig, resume: bool, resolved: &str) -> Result<SftSummary> {
     let start = std::time::Instant::now();
-    let dev = Device::Cpu;
+    let dev = crate::trainer::device_of(&cfg.train)?;
     let tok = Tokenizer::from_dir(&cfg.model).map_err(TrainError::other)?;
     let tmpl = ChatTemplate::from_tokenizer(&tok).map_err(TrainError::other)?;
     let mut model = Model::from_pretrained(&cfg.model, DType::F32, &dev).map_err(TrainError::other)?;

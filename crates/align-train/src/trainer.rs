@@ -125,6 +125,10 @@ pub struct TrainConfig {
     /// (`align_models::checkpoint`; HF `gradient_checkpointing`, default false): less memory,
     /// one more forward pass per step. f32 CPU Llama-family blocks; others run as usual.
     pub activation_checkpointing: bool,
+    /// Where the model trains: "cpu", "cuda" or "cuda:N" (`align_models::device`; CUDA needs a
+    /// binary built with `--features cuda`, docs/cuda.md). HF `TrainingArguments` picks the GPU
+    /// when there is one (`use_cpu` false); we default to "cpu" and make the choice explicit.
+    pub device: String,
 }
 
 impl Default for TrainConfig {
@@ -150,8 +154,14 @@ impl Default for TrainConfig {
             early_stopping_patience: 0,
             matmul_precision: "f32".into(),
             activation_checkpointing: false,
+            device: "cpu".into(),
         }
     }
+}
+
+/// Opens the device a run trains on (`TrainConfig::device`).
+pub fn device_of(cfg: &TrainConfig) -> Result<candle_core::Device> {
+    align_models::device::parse_device(&cfg.device).map_err(|e| TrainError::Config(e.to_string()))
 }
 
 impl TrainConfig {
@@ -191,6 +201,7 @@ impl TrainConfig {
             return bad("log_every must be >= 1");
         }
         self.matmul_precision.parse::<MatmulPrecision>().map_err(TrainError::Config)?;
+        align_models::device::check_device_spec(&self.device).map_err(|e| TrainError::Config(e.to_string()))?;
         Ok(())
     }
 
@@ -604,6 +615,17 @@ mod tests {
         assert_eq!(bf16.matmul_precision, "bf16");
         let err = TrainConfig::from_toml("max_steps = 3\nmatmul_precision = \"fp8\"").unwrap_err();
         assert!(err.to_string().contains("fp8"), "{err}");
+        assert_eq!(cfg.device, "cpu");
+        assert!(device_of(&cfg).unwrap().is_cpu());
+        let err = TrainConfig::from_toml("max_steps = 3\ndevice = \"tpu\"").unwrap_err();
+        assert!(err.to_string().contains("`tpu`"), "{err}");
+        let cuda = TrainConfig::from_toml("max_steps = 3\ndevice = \"cuda:0\"");
+        if align_models::device::CUDA_BUILT {
+            assert_eq!(cuda.unwrap().device, "cuda:0");
+        } else {
+            let err = cuda.unwrap_err().to_string();
+            assert!(err.contains("--features cuda"), "{err}");
+        }
     }
 
     #[test]

@@ -82,6 +82,11 @@ pub struct BenchArgs {
     /// (`align_models::checkpoint`): less memory, one more block forward per step.
     #[arg(long)]
     pub activation_checkpointing: bool,
+    /// Where the models run: cpu, cuda or cuda:N (a `--features cuda` build; docs/cuda.md). On a
+    /// GPU every timed phase ends with a device synchronize, and memory is not measured (the
+    /// process's RSS says nothing about GPU memory).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// The shapes of one benchmarked model.
@@ -118,7 +123,7 @@ const SMALL: Preset = Preset {
 };
 
 impl Preset {
-    fn model(&self) -> anyhow::Result<Model> {
+    fn model(&self, dev: &Device) -> anyhow::Result<Model> {
         let cfg = llama_from_dims(
             self.vocab,
             self.d_model,
@@ -130,7 +135,7 @@ impl Preset {
         Ok(Model::from_config(
             ModelConfig::Llama(cfg),
             0,
-            &Device::Cpu,
+            dev,
         )?)
     }
 }
@@ -151,6 +156,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchSize::All => vec![&TINY, &SMALL],
     };
 
+    let dev = align_models::device::parse_device(&args.device).context("--device")?;
     let precision: align_models::kernels::MatmulPrecision = args.matmul_precision.parse().map_err(|e| anyhow::anyhow!("--matmul-precision: {e}"))?;
     align_models::kernels::set_matmul_precision(precision);
     align_models::checkpoint::set_activation_checkpointing(args.activation_checkpointing);
@@ -161,6 +167,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "activation_checkpointing": args.activation_checkpointing,
         "version": env!("CARGO_PKG_VERSION"),
         "threads": threads,
+        "device": align_models::device::device_name(&dev),
         "env": {
             "MIMALLOC_PURGE_DELAY": env_of("MIMALLOC_PURGE_DELAY"),
             "CANDLE_BARRIER_POOL_SPIN_LIMIT": env_of("CANDLE_BARRIER_POOL_SPIN_LIMIT"),
@@ -172,7 +179,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     if !args.skip_matmul {
         let n = 2048;
-        let gflops = matmul_peak(n, args.reps.max(1))?;
+        let gflops = matmul_peak(n, args.reps.max(1), &dev)?;
         println!(
             "matmul {n}x{n}x{n} f32: {gflops:.1} GFLOP/s (best of {})",
             args.reps.max(1)
@@ -184,7 +191,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         for p in &presets {
             let steps = args.steps.unwrap_or(p.default_steps).max(1);
             // On a rayon worker, as `main` runs every compute command (see `in_pool` there).
-            let r = rayon::scope(|_| bench_train(p, args.warmup, steps))
+            let r = rayon::scope(|_| bench_train(p, args.warmup, steps, &dev))
                 .with_context(|| format!("training benchmark `{}`", p.name))?;
             out["train"][p.name] = r;
         }
@@ -192,7 +199,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     if !args.skip_generation {
         for p in &presets {
-            let r = rayon::scope(|_| bench_generate(p, args.prompt_len, args.new_tokens, args.reps.max(1)))
+            let r = rayon::scope(|_| bench_generate(p, args.prompt_len, args.new_tokens, args.reps.max(1), &dev))
                 .with_context(|| format!("generation benchmark `{}`", p.name))?;
             out["generate"][p.name] = r;
         }
@@ -208,14 +215,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Best-of-`reps` GFLOP/s of an (n, n) x (n, n) f32 matmul (2n³ flops).
-fn matmul_peak(n: usize, reps: usize) -> anyhow::Result<f64> {
-    let a = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
-    let b = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+fn matmul_peak(n: usize, reps: usize, dev: &Device) -> anyhow::Result<f64> {
+    let a = Tensor::randn(0f32, 1.0, (n, n), dev)?;
+    let b = Tensor::randn(0f32, 1.0, (n, n), dev)?;
     a.matmul(&b)?; // warmup
+    dev.synchronize()?;
     let mut best = f64::INFINITY;
     for _ in 0..reps {
         let t0 = Instant::now();
         let c = a.matmul(&b)?;
+        dev.synchronize()?;
         best = best.min(t0.elapsed().as_secs_f64());
         drop(c);
     }
@@ -278,12 +287,17 @@ struct StepTimes {
     total: f64,
 }
 
-fn bench_train(p: &Preset, warmup: usize, steps: usize) -> anyhow::Result<Value> {
+fn bench_train(p: &Preset, warmup: usize, steps: usize, dev: &Device) -> anyhow::Result<Value> {
     reset_peak_rss();
     let rss_start = rss_mib().map(|r| r.0);
-    let model = p.model()?;
+    let model = p.model(dev)?;
     let n_params = model.num_params();
     let dev = &model.device;
+    // A GPU runs asynchronously: each phase's end waits for its kernels (a no-op on the CPU).
+    let now = || -> anyhow::Result<Instant> {
+        dev.synchronize()?;
+        Ok(Instant::now())
+    };
     let mut opt = AdamW::new(
         model.vars(),
         AdamWConfig {
@@ -307,17 +321,17 @@ fn bench_train(p: &Preset, warmup: usize, steps: usize) -> anyhow::Result<Value>
         let ids = data.narrow(1, 0, t)?.contiguous()?;
         let targets = data.narrow(1, 1, t)?.contiguous()?;
 
-        let t0 = Instant::now();
+        let t0 = now()?;
         let hidden = model
             .lm
             .forward_hidden(&ForwardArgs::new(&ids, &positions), None)?; // (B, T, C)
-        let t1 = Instant::now();
+        let t1 = now()?;
         let logits = model.lm.lm_head(&hidden)?; // (B, T, V)
-        let t2 = Instant::now();
+        let t2 = now()?;
         // The trainers' loss: the fused log-softmax + gather kernel (align_train::kernels).
         let loss = align_train::lm_loss::causal_lm_loss(&logits, &targets.reshape((b, t))?, None)?;
         let loss_val = loss.to_scalar::<f32>()?;
-        let t3 = Instant::now();
+        let t3 = now()?;
         let mut grads = loss.backward()?;
         align_models::checkpoint::merge_pending_grads(&mut grads)?;
         let mut g: Vec<Option<Tensor>> = opt
@@ -326,12 +340,12 @@ fn bench_train(p: &Preset, warmup: usize, steps: usize) -> anyhow::Result<Value>
             .map(|(_, var)| grads.get(var.as_tensor()).cloned())
             .collect();
         drop(grads);
-        let t4 = Instant::now();
+        let t4 = now()?;
         clip_grad_norm(&mut g, 1.0)?;
-        let t5 = Instant::now();
+        let t5 = now()?;
         opt.step(&g, 3e-4)?;
         drop((g, loss, logits, hidden));
-        let t6 = Instant::now();
+        let t6 = now()?;
 
         losses.push(loss_val);
         if step >= warmup {
@@ -347,7 +361,7 @@ fn bench_train(p: &Preset, warmup: usize, steps: usize) -> anyhow::Result<Value>
             });
         }
     }
-    let peak = rss_mib().map(|r| r.1);
+    let peak = if dev.is_cpu() { rss_mib().map(|r| r.1) } else { None };
 
     let med = |f: fn(&StepTimes) -> f64| median(&times.iter().map(f).collect::<Vec<_>>());
     let step_s = med(|s| s.total);
@@ -395,8 +409,9 @@ fn bench_generate(
     prompt_len: usize,
     new_tokens: usize,
     reps: usize,
+    dev: &Device,
 ) -> anyhow::Result<Value> {
-    let model = p.model()?;
+    let model = p.model(dev)?;
     anyhow::ensure!(
         prompt_len + new_tokens <= p.seq,
         "prompt {prompt_len} + {new_tokens} new tokens exceed the context {}",
@@ -434,7 +449,7 @@ fn bench_generate(
         res[format!("b{batch}")] = json!({
             "tokens_per_s": tps,
             "seconds": best,
-            "peak_rss_mib": rss_mib().map(|r| r.1),
+            "peak_rss_mib": if dev.is_cpu() { rss_mib().map(|r| r.1) } else { None },
         });
     }
     Ok(res)

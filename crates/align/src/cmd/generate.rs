@@ -7,7 +7,7 @@ use align_data::tokenizer::{Tokenizer, CHATML_TEMPLATE};
 use align_generate::{generate_model, truncate_at_stop, FinishReason, GenerateOptions, Generation, SamplingConfig};
 use align_models::Model;
 use anyhow::{bail, Context};
-use candle_core::{DType, Device};
+use candle_core::DType;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -46,6 +46,9 @@ pub struct GenerateArgs {
     /// Wrap each prompt as a user turn with the tokenizer's chat template (ChatML if it has none).
     #[arg(long)]
     pub chat: bool,
+    /// Where the model runs: cpu, cuda or cuda:N (CUDA needs a `--features cuda` build; docs/cuda.md).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// The ChatML rendering of one user turn followed by the assistant's header.
@@ -71,7 +74,7 @@ fn encode_prompt(tok: &Tokenizer, prompt: &str, chat: bool) -> anyhow::Result<Ve
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let device = Device::Cpu;
+    let device = align_models::device::parse_device(&args.device).context("--device")?;
     let model = Model::from_pretrained(&args.model, DType::F32, &device)
         .with_context(|| format!("loading the model from {}", args.model.display()))?;
     let tok = Tokenizer::from_dir(&args.model)
