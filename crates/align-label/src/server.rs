@@ -49,7 +49,8 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let import_route = Router::new()
         .route("/api/admin/projects/{id}/import", post(admin_import))
-        .layer(DefaultBodyLimit::max(IMPORT_LIMIT));
+        .layer(DefaultBodyLimit::max(IMPORT_LIMIT))
+        .layer(axum::middleware::from_fn(|req, next| refuse_declared_over(IMPORT_LIMIT, req, next)));
     Router::new()
         .route("/", get(|| async { page(LOGIN_HTML) }))
         .route("/login", get(|| async { page(LOGIN_HTML) }))
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/admin/annotators", post(admin_add_annotator))
         .route("/api/admin/annotators/{name}/token", post(admin_rotate_token))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(|req, next| refuse_declared_over(BODY_LIMIT, req, next)))
         .merge(import_route)
         .layer(axum::middleware::map_response(security_headers))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -120,6 +122,18 @@ type ApiResult<T> = Result<T, ApiError>;
 /// Headers on every response: a Content-Security-Policy that allows only this origin's own
 /// scripts and styles (no inline script, so even markup that slipped into a page could not run),
 /// no MIME sniffing, no framing, no referrer, no caching of API answers.
+/// 413 at once for a request whose `Content-Length` is over `limit`, before its body is read.
+/// (`DefaultBodyLimit` alone reads up to the limit first; a client still writing a large body then
+/// meets a closed socket instead of the answer.) Bodies without a declared length are still cut
+/// off at `limit` by `DefaultBodyLimit`.
+async fn refuse_declared_over(limit: usize, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than the limit of {limit} bytes")).into_response();
+    }
+    next.run(req).await
+}
+
 async fn security_headers(mut res: Response) -> Response {
     let h = res.headers_mut();
     let set = |h: &mut axum::http::HeaderMap, k: &'static str, v: &'static str| {

@@ -87,7 +87,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_declared_over))
         .with_state(state)
+}
+
+/// 413 at once for a request whose `Content-Length` is over `--max-body-bytes`, before its body
+/// is read (`DefaultBodyLimit` alone reads up to the limit first, and a client still writing a
+/// large body then meets a closed socket instead of the answer). Bodies without a declared length
+/// are still cut off by `DefaultBodyLimit`.
+async fn refuse_declared_over(State(st): State<Arc<AppState>>, req: Request, next: middleware::Next) -> Response {
+    let limit = st.cfg.max_body_bytes;
+    let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::too_large(limit).into_response();
+    }
+    next.run(req).await
 }
 
 /// Serves `router(state)` on `listener` until `shutdown` completes. Connections use
