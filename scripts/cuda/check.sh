@@ -8,14 +8,7 @@
 #   CARGO_TARGET_DIR   default target/cuda-check (kept apart from the CPU build)
 set -euo pipefail
 cd "$(dirname "$0")"
-PY="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-if ! cmp -s requirements.txt .venv/.installed 2>/dev/null; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
-  cp requirements.txt .venv/.installed
-fi
+bash ../pinned_venv.sh .
 CUDA_ROOT="$(.venv/bin/python -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], "cu13"))')"
 export CUDA_ROOT CUDA_PATH="$CUDA_ROOT" PATH="$CUDA_ROOT/bin:$PATH"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"

@@ -4,12 +4,5 @@
 # changes. Tests skip with a clear message when ALIGN_SKIP_PYTHON=1.
 set -euo pipefail
 cd "$(dirname "$0")"
-PY="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-if ! cmp -s requirements.txt .venv/.installed 2>/dev/null; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
-  cp requirements.txt .venv/.installed
-fi
+bash ../pinned_venv.sh .
 .venv/bin/python -c "import openai; print('openai', openai.__version__)"
