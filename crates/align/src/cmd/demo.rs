@@ -216,7 +216,7 @@ fn stage(name: &str, i: usize, n: usize) {
 
 pub fn run(args: DemoArgs) -> Result<()> {
     let t0 = Instant::now();
-    let (mut cfg, resolved): (DemoConfig, toml::Value) = crate::config::load(args.config.as_deref(), &args.sets)?;
+    let (mut cfg, resolved): (DemoConfig, toml::Value) = crate::config::load_over_defaults(args.config.as_deref(), &args.sets)?;
     let precision = match cfg.matmul_precision.as_str() {
         "auto" if align_models::kernels::bf16_matmul::available() => "bf16",
         "auto" => "f32",
@@ -559,4 +559,23 @@ fn kl_from_sft(dir: &Path, sft: &Path, records: &[align_gym::PromptRecord], samp
     let prompts: Vec<String> = records.iter().map(|r| r.prompt.clone()).collect();
     let k = align_eval::kl::kl_to_reference(&policy, &reference, &tok, &prompts, PromptStyle::Chat, sampling, cfg.eval_kl_samples, cfg.eval_batch_size)?;
     Ok(align_eval::kl::KlReport { reference: "SFT".into(), ..k })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_changes_one_key_of_a_stage_and_keeps_the_demos_other_defaults() {
+        let d = DemoConfig::default();
+        let sets = ["pretrain.max_steps=1000".to_string(), "model.d_model=256".to_string()];
+        let (c, resolved): (DemoConfig, toml::Value) = crate::config::load_over_defaults(None, &sets).unwrap();
+        assert_eq!(c.pretrain.max_steps, 1000);
+        assert_eq!(c.pretrain.lr, d.pretrain.lr, "the demo's pretraining lr, not TrainConfig's default");
+        assert_eq!(c.pretrain.warmup_steps, d.pretrain.warmup_steps);
+        assert_eq!((c.model.d_model, c.model.n_layers), (256, d.model.n_layers));
+        assert_eq!(c.dpo.max_steps, d.dpo.max_steps);
+        // demo_config.toml records the whole resolved config.
+        assert_eq!(resolved["sft"]["lr"].as_float(), Some(d.sft.lr));
+    }
 }
