@@ -49,7 +49,8 @@ pub struct RlConfig {
     #[serde(default)]
     pub shaping: RewardShaping,
     /// Rollout sampling: temperature 1, no top-k (unbiased samples of the policy), 64 new tokens.
-    #[serde(default = "default_sampling")]
+    /// Keys given in a `[sampling]` table replace these one by one; the rest keep these values.
+    #[serde(default = "default_sampling", deserialize_with = "sampling_over_defaults")]
     pub sampling: SamplingConfig,
     #[serde(default)]
     pub ppo: PpoConfig,
@@ -79,6 +80,17 @@ fn default_forward_batch() -> usize {
 }
 pub fn default_sampling() -> SamplingConfig {
     SamplingConfig { temperature: 1.0, top_k: 0, top_p: 1.0, max_new_tokens: 64, ..SamplingConfig::default() }
+}
+
+/// A `[sampling]` table read over [`default_sampling`] key by key. (Plain serde would fill the
+/// keys it lacks from `SamplingConfig::default()`, whose top-k of 50 biases the rollouts.)
+fn sampling_over_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<SamplingConfig, D::Error> {
+    use serde::de::Error;
+    let given = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+    let mut v = serde_json::to_value(default_sampling()).map_err(D::Error::custom)?;
+    let obj = v.as_object_mut().ok_or_else(|| D::Error::custom("sampling defaults are not a table"))?;
+    obj.extend(given);
+    serde_json::from_value(v).map_err(D::Error::custom)
 }
 
 /// Where PPO's value estimates come from.
@@ -241,5 +253,26 @@ impl RlConfig {
             return bad("no prompt files: set prompts = [\"...jsonl\"]".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(sampling: &str) -> std::result::Result<RlConfig, toml::de::Error> {
+        toml::from_str(&format!("out_dir = \"o\"\nmodel = \"m\"\nprompts = [\"p.jsonl\"]\nrewards = []\n{sampling}"))
+    }
+
+    #[test]
+    fn a_partial_sampling_table_keeps_the_rl_defaults() {
+        let d = default_sampling();
+        assert_eq!(parse("").unwrap().sampling.top_k, d.top_k);
+        let c = parse("[sampling]\nmax_new_tokens = 32\n").unwrap();
+        assert_eq!(c.sampling.max_new_tokens, 32);
+        assert_eq!((c.sampling.top_k, c.sampling.temperature), (0, 1.0), "not SamplingConfig's top-k of 50");
+        assert_eq!(parse("[sampling]\ntop_k = 5\n").unwrap().sampling.top_k, 5);
+        let e = parse("[sampling]\ntop_kk = 5\n").unwrap_err();
+        assert!(e.to_string().contains("top_kk"), "{e}");
     }
 }
