@@ -534,6 +534,26 @@ const LOSS_KEYS: [(&str, &str); 5] = [
     ("eval/loss", "held-out loss"),
 ];
 
+/// The loss figure's y-axis label and caption for a stage: only the language-modelling stages
+/// have a per-token cross-entropy; the others' losses are per pair or per RL minibatch.
+fn loss_axis_and_caption(stage: &str) -> (&'static str, &'static str) {
+    match stage {
+        "rm" => ("loss (per pair)", "Bradley–Terry loss of the reward model (−log σ(r_chosen − r_rejected)); dashed: held-out."),
+        "dpo" => ("loss (per pair)", "DPO loss (plus the NLL-on-chosen and pretraining-mix terms when enabled); dashed: held-out DPO loss."),
+        "ppo" => (
+            "loss",
+            "PPO's training loss: the clipped policy-gradient surrogate plus vf_coef × the clipped value loss (plus the pretraining-mix term when it is on). \
+             With whitened advantages it stays near zero by construction; the reward and KL figures below show what the run achieved.",
+        ),
+        "grpo" | "rloo" => (
+            "loss",
+            "The clipped policy-gradient surrogate over group-relative advantages, plus β × the k3 KL term to the reference. \
+             It stays near zero by construction; the reward figures below show what the run achieved.",
+        ),
+        _ => ("loss (nats / token)", "Next-token cross-entropy; dashed: held-out. The total train loss adds the pretraining-mix term when it is on."),
+    }
+}
+
 /// The figures of one training stage: the loss curves, and for preference stages the reward
 /// accuracy and margin.
 fn stage_figures(stage: &str, rows: &[MetricRow]) -> Result<Vec<(String, String, String)>> {
@@ -547,12 +567,8 @@ fn stage_figures(stage: &str, rows: &[MetricRow]) -> Result<Vec<(String, String,
         }
     }
     if !series.is_empty() {
-        let chart = LineChart { x_label: "optimizer step".into(), y_label: "loss (nats / token)".into(), y2_label: None, series, size: (900, 340) };
-        let caption = match stage {
-            "rm" => "Bradley–Terry loss of the reward model (−log σ(r_chosen − r_rejected)); dashed: held-out.",
-            "dpo" => "DPO loss (plus the NLL-on-chosen and pretraining-mix terms when enabled); dashed: held-out DPO loss.",
-            _ => "Next-token cross-entropy; dashed: held-out. The total train loss adds the pretraining-mix term when it is on.",
-        };
+        let (y_label, caption) = loss_axis_and_caption(stage);
+        let chart = LineChart { x_label: "optimizer step".into(), y_label: y_label.into(), y2_label: None, series, size: (900, 340) };
         figs.push((format!("{}: loss", stage_title(stage)), plot::line_chart(&chart)?, caption.to_string()));
     }
     let acc_keys: [(&str, &str); 4] = [
@@ -1091,6 +1107,18 @@ pub fn write_report(run_dir: &Path, seed: u64) -> Result<(PathBuf, String)> {
 mod tests {
     use super::*;
     use crate::gym::{FamilyStats, GymReport};
+
+    #[test]
+    fn only_language_modelling_stages_are_captioned_as_per_token_cross_entropy() {
+        for stage in ["pretrain", "sft"] {
+            let (axis, caption) = loss_axis_and_caption(stage);
+            assert!(axis.contains("nats / token") && caption.starts_with("Next-token"), "{stage}");
+        }
+        for stage in ["rm", "dpo", "ppo", "grpo", "rloo"] {
+            let (axis, caption) = loss_axis_and_caption(stage);
+            assert!(!axis.contains("token") && !caption.contains("Next-token"), "{stage}: {axis} / {caption}");
+        }
+    }
 
     fn stage_eval(name: &str, overall: &[f64], answer: &str) -> StageEval {
         let fam = FamilyStats { n: overall.len(), overall: overall.iter().sum::<f64>() / overall.len() as f64, refusal_rate: 0.5, ..Default::default() };

@@ -261,7 +261,7 @@ mod tests {
     use super::*;
 
     fn parse(sampling: &str) -> std::result::Result<RlConfig, toml::de::Error> {
-        toml::from_str(&format!("out_dir = \"o\"\nmodel = \"m\"\nprompts = [\"p.jsonl\"]\nrewards = []\n{sampling}"))
+        toml::from_str(&format!("out_dir = \"o\"\nmodel = \"m\"\nprompts = [\"p.jsonl\"]\nrewards = []\n[train]\nmax_steps = 1\n{sampling}"))
     }
 
     #[test]

@@ -549,7 +549,13 @@ fn write_extra(out: &Path) -> Result<()> {
         }
     }
     if let Some(r) = read("onpolicy").and_then(|v| v.get("report").cloned()) {
-        let g = |k: &str| r.get(k).map(|v| v.to_string()).unwrap_or_default();
+        // Counts as they are, fractions to three decimals (a mean printed as 0.6554822916666679
+        // told the reader nothing more).
+        let g = |k: &str| match r.get(k) {
+            Some(v) if v.is_f64() => format!("{:.3}", v.as_f64().unwrap_or(f64::NAN)),
+            Some(v) => v.to_string(),
+            None => String::new(),
+        };
         tables.push(serde_json::json!({"title": "On-policy pairs for DPO", "caption": "the SFT model's own answers (temperature 1) paired with the gym's good answer, ordered by the gold judge", "header": ["prompts", "samples", "pairs", "gold ties skipped", "mean gold of the samples"], "rows": [[g("prompts"), g("samples"), g("pairs"), g("ties_skipped"), g("mean_sample_gold")]]}));
     }
     align_core::atomic::write_atomic(out.join("report_extra.json"), serde_json::to_string_pretty(&tables)?.as_bytes())?;
