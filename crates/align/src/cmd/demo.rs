@@ -109,9 +109,9 @@ impl Default for DemoConfig {
             vocab_size: 2048,
             model: ModelSpec { d_model: 128, n_layers: 4, n_heads: 4, ..ModelSpec::default() },
             pretrain_data: DataConfig { seq_len: 256, batch_size: 16, eval_fraction: 0.02, eval_batches: 8, ..DataConfig::default() },
-            // 1,000 steps (~14 passes over the ~285k-token corpus). At 300 steps the model had not
-            // yet learned to copy names from the prompt ("How do I make bread?" → "To make mushroom
-            // dumplings, ..."; held-out fact accuracy 0); at 1,000 its SFT answers how-to 1.00 and
+            // 1,000 steps (~14 passes over the ~285k-token corpus). At 300 steps the SFT model often
+            // answered about another dish or landmark than the one asked ("How do I make bread?" →
+            // "To make muffins, ..."; held-out fact accuracy 0); at 1,000 its SFT answers how-to 1.00 and
             // facts 0.53–0.60, and DPO's overall gold rose 0.41 → 0.60–0.61 (seeds 0 and 1,
             // 2026-12-05; docs/dpo.md). +70 s on 2 cores.
             pretrain: TrainConfig {
