@@ -49,11 +49,18 @@ pub struct Series {
     pub dashed: bool,
     /// Plot against the right-hand axis (`LineChart::y2_label`).
     pub right_axis: bool,
+    /// Mark every point, not only a lone one: for trajectories (reward against KL) whose x goes
+    /// back and forth, so each checkpoint can be told from the line's turns.
+    pub markers: bool,
 }
 
 impl Series {
     pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>, color: Rgb) -> Self {
-        Series { name: name.into(), points, color, dashed: false, right_axis: false }
+        Series { name: name.into(), points, color, dashed: false, right_axis: false, markers: false }
+    }
+    pub fn markers(mut self) -> Self {
+        self.markers = true;
+        self
     }
     pub fn dashed(mut self) -> Self {
         self.dashed = true;
@@ -201,7 +208,7 @@ pub fn line_chart(c: &LineChart) -> Result<String> {
             }
             .map_err(err)?;
             // A lone point draws no line: mark it.
-            if pts.len() == 1 {
+            if pts.len() == 1 || s.markers {
                 if s.right_axis {
                     chart.draw_secondary_series(pts.iter().map(|p| marker(*p))).map_err(err)?;
                 } else {
@@ -435,6 +442,13 @@ mod tests {
         // The dashed series is drawn as separate dashes, the solid ones as polylines.
         assert!(svg.matches("<polyline").count() >= 2);
         assert!(svg.contains("<circle"), "a one-point series is marked");
+        assert_eq!(svg.matches("<circle").count(), 1, "only the lone point: the others have no markers");
+        // With markers, every point of a trajectory is marked.
+        let traj = LineChart {
+            series: vec![Series::new("by KL", vec![(0.0, 0.1), (0.5, 0.3), (0.2, 0.2), (0.9, 0.6)], PALETTE[0]).markers()],
+            ..c
+        };
+        assert_eq!(line_chart(&traj).unwrap().matches("<circle").count(), 4);
     }
 
     #[test]

@@ -671,10 +671,10 @@ fn rl_figures(stage: &str, rows: &[MetricRow]) -> Result<Vec<(String, String, St
     if !proxy_kl.is_empty() || !gold_kl.is_empty() {
         let mut series = vec![];
         if !proxy_kl.is_empty() {
-            series.push(Series::new("proxy reward (reward model)", proxy_kl, PALETTE[0]));
+            series.push(Series::new("proxy reward (reward model)", proxy_kl, PALETTE[0]).markers());
         }
         if !gold_kl.is_empty() {
-            series.push(Series::new("gold reward (judge)", gold_kl, PALETTE[3]).dashed().right());
+            series.push(Series::new("gold reward (judge)", gold_kl, PALETTE[3]).dashed().right().markers());
         }
         let has_right = series.iter().any(|s| s.right_axis);
         let chart = LineChart {
@@ -761,7 +761,7 @@ fn hacking_figures(variants: &[(String, Vec<MetricRow>)]) -> Result<Option<(Stri
                 by_step.push(mk(step));
             }
             if !kl.is_empty() {
-                by_kl.push(mk(kl));
+                by_kl.push(mk(kl).markers());
             }
         }
     }
