@@ -10,23 +10,7 @@ use std::path::Path;
 
 /// Reads `path` (if given), applies `sets`, and deserializes into `T` (whose unknown keys are errors).
 pub fn load<T: DeserializeOwned>(path: Option<&Path>, sets: &[String]) -> Result<(T, toml::Value)> {
-    let mut root = match path {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
-            text.parse::<toml::Table>()
-                .map(toml::Value::Table)
-                .with_context(|| format!("{}: invalid TOML", p.display()))?
-        }
-        None => toml::Value::Table(Default::default()),
-    };
-    for s in sets {
-        apply(&mut root, s)?;
-    }
-    let cfg = T::deserialize(root.clone()).map_err(|e| {
-        let place = path.map(|p| p.display().to_string()).unwrap_or_else(|| "config".into());
-        anyhow::anyhow!("{place}: {e}")
-    })?;
-    Ok((cfg, root))
+    load_over(toml::Value::Table(Default::default()), path, sets)
 }
 
 /// As [`load`], for a config whose `Default` sets nested sections (as `align demo`'s does): the file
@@ -35,7 +19,12 @@ pub fn load<T: DeserializeOwned>(path: Option<&Path>, sets: &[String]) -> Result
 /// overrides alone would fill a partly given section from its own type's defaults instead.) The
 /// returned value is the whole resolved config.
 pub fn load_over_defaults<T: DeserializeOwned + Serialize + Default>(path: Option<&Path>, sets: &[String]) -> Result<(T, toml::Value)> {
-    let mut root = toml::Value::try_from(T::default()).context("cannot represent the default config as TOML")?;
+    let base = toml::Value::try_from(T::default()).context("cannot represent the default config as TOML")?;
+    load_over(base, path, sets)
+}
+
+/// `base`, with the file at `path` merged in and then `sets` applied, deserialized into `T`.
+fn load_over<T: DeserializeOwned>(mut root: toml::Value, path: Option<&Path>, sets: &[String]) -> Result<(T, toml::Value)> {
     if let Some(p) = path {
         let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
         let file = text.parse::<toml::Table>().with_context(|| format!("{}: invalid TOML", p.display()))?;
