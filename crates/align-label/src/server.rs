@@ -119,9 +119,6 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// Headers on every response: a Content-Security-Policy that allows only this origin's own
-/// scripts and styles (no inline script, so even markup that slipped into a page could not run),
-/// no MIME sniffing, no framing, no referrer, no caching of API answers.
 /// 413 at once for a request whose `Content-Length` is over `limit`, before its body is read.
 /// (`DefaultBodyLimit` alone reads up to the limit first; a client still writing a large body then
 /// meets a closed socket instead of the answer.) Bodies without a declared length are still cut
@@ -134,6 +131,9 @@ async fn refuse_declared_over(limit: usize, req: axum::extract::Request, next: a
     next.run(req).await
 }
 
+/// Headers on every response: a Content-Security-Policy that allows only this origin's own
+/// scripts and styles (no inline script, so even markup that slipped into a page could not run),
+/// no MIME sniffing, no framing, no referrer, no caching of API answers.
 async fn security_headers(mut res: Response) -> Response {
     let h = res.headers_mut();
     let set = |h: &mut axum::http::HeaderMap, k: &'static str, v: &'static str| {
