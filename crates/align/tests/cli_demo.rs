@@ -60,7 +60,7 @@ fn demo_runs_every_stage_and_resumes_from_its_markers() {
         assert!(out.join("hacking").join(dir).join("DONE").exists(), "hacking/{dir} left no DONE marker:\n{first}");
     }
     let eval = std::fs::read_to_string(out.join("hacking/eval_prompts.jsonl")).unwrap();
-    assert!(!eval.is_empty() && eval.lines().all(|l| ["how_to", "email", "list_sort", "benign_lookalike"].iter().any(|f| l.contains(&format!("\"family\":\"{f}\"")))));
+    assert!(!eval.is_empty() && eval.lines().all(|l| ["how_to", "email", "list_sort", "benign_lookalike", "fact"].iter().any(|f| l.contains(&format!("\"family\":\"{f}\"")))));
     assert!(report.contains("hacking/kl 0 |") && report.contains("hacking/kl 0.05 (default)"), "{report}");
     // Second run: every stage is cached, only the report is rebuilt.
     let t = std::time::Instant::now();

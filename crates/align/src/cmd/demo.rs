@@ -83,10 +83,11 @@ pub struct DemoConfig {
     /// runs' loop settings (0 steps = no hacking stage). Written to `hacking/<variant>/`.
     pub hacking_train: TrainConfig,
     /// The held-out families on which the hacking runs are evaluated: those where the SFT model
-    /// gives real answers (how-to, email, lists, benign look-alikes). On fact, unknown-entity and
-    /// arithmetic prompts the demo's SFT model answers confidently wrong (gold ≈ 0.01), so any
-    /// drift gains gold — the judge scores an incoherent answer above a confident falsehood —
-    /// which hides the loss of what the model could do (docs/rl.md has every family).
+    /// gives real answers (how-to, email, lists, benign look-alikes, facts: gold 0.47–1.0 for the
+    /// demo's SFT model). On unknown-entity and arithmetic prompts it answers confidently wrong
+    /// (gold ≤ 0.07), so any drift gains gold — the judge scores an incoherent answer above a
+    /// confident falsehood — which hides the loss of what the model could do (docs/rl.md has
+    /// every family).
     pub hacking_eval_families: Vec<String>,
     /// Held-out prompts answered greedily every 5 rollouts of the PPO runs (eval/gold, eval/score).
     pub rl_eval_prompts: usize,
@@ -176,7 +177,7 @@ impl Default for DemoConfig {
             ppo_sampling: SamplingConfig { temperature: 1.0, top_k: 0, max_new_tokens: 48, ..SamplingConfig::default() },
             hacking_train: rl_loop(3e-5, 200),
             rl_eval_prompts: 200,
-            hacking_eval_families: ["how_to", "email", "list_sort", "benign_lookalike"].map(String::from).to_vec(),
+            hacking_eval_families: ["how_to", "email", "list_sort", "benign_lookalike", "fact"].map(String::from).to_vec(),
             matmul_precision: "auto".into(),
             eval_per_family: 40,
             eval_max_new_tokens: 64,
