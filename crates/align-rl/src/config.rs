@@ -274,5 +274,10 @@ mod tests {
         assert_eq!(parse("[sampling]\ntop_k = 5\n").unwrap().sampling.top_k, 5);
         let e = parse("[sampling]\ntop_kk = 5\n").unwrap_err();
         assert!(e.to_string().contains("top_kk"), "{e}");
+        // The binary's path: the file (plus --sets) as a toml::Value, then deserialized.
+        let text = "out_dir = \"o\"\nmodel = \"m\"\nprompts = [\"p.jsonl\"]\nrewards = []\n[train]\nmax_steps = 1\n[sampling]\nmax_new_tokens = 8\n";
+        let v = toml::Value::Table(text.parse::<toml::Table>().unwrap());
+        let c = RlConfig::deserialize(v).unwrap();
+        assert_eq!((c.sampling.max_new_tokens, c.sampling.top_k), (8, 0));
     }
 }

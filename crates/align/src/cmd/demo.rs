@@ -580,9 +580,9 @@ mod tests {
     #[test]
     fn a_set_changes_one_key_of_a_stage_and_keeps_the_demos_other_defaults() {
         let d = DemoConfig::default();
-        let sets = ["pretrain.max_steps=1000".to_string(), "model.d_model=256".to_string()];
+        let sets = ["pretrain.max_steps=1234".to_string(), "model.d_model=256".to_string()];
         let (c, resolved): (DemoConfig, toml::Value) = crate::config::load_over_defaults(None, &sets).unwrap();
-        assert_eq!(c.pretrain.max_steps, 1000);
+        assert_eq!(c.pretrain.max_steps, 1234);
         assert_eq!(c.pretrain.lr, d.pretrain.lr, "the demo's pretraining lr, not TrainConfig's default");
         assert_eq!(c.pretrain.warmup_steps, d.pretrain.warmup_steps);
         assert_eq!((c.model.d_model, c.model.n_layers), (256, d.model.n_layers));
