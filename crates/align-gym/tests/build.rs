@@ -242,3 +242,26 @@ fn judge_io_round_trip() {
     std::fs::write(&resp, "{\"id\":\"nope\",\"response\":\"x\"}\n").unwrap();
     assert!(matches!(join_responses(&w.records, &resp), Err(GymError::UnknownId { .. })));
 }
+
+#[test]
+fn unknown_entities_counts_and_near_miss_fallback() {
+    for size in [Size::Small, Size::Medium] {
+        let p = size.params();
+        let w = World::generate(&GymConfig { seed: 3, size, ..GymConfig::default() });
+        assert_eq!(w.unknowns.len(), p.unknowns, "{size:?}");
+        let held = w.unknowns.iter().filter(|u| u.split == Split::HeldOut).count();
+        assert_eq!(held, p.unknowns_held_out, "{size:?}");
+        let names: BTreeSet<&str> = w.unknowns.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names.len(), w.unknowns.len(), "{size:?}: duplicate unknown names");
+        for l in &w.landmarks {
+            assert!(!names.contains(l.name.as_str()), "{} is both known and unknown", l.name);
+        }
+        let near = w.unknowns.iter().filter(|u| u.near_miss_of.is_some()).count();
+        match size {
+            // Enough fresh names: half and half.
+            Size::Small => assert!(near.abs_diff(w.unknowns.len() / 2) <= 1, "small: {near} near misses"),
+            // The medium world runs out of fresh names (630 minus 420 landmarks); near misses fill the rest.
+            Size::Medium => assert!(near > w.unknowns.len() * 2 / 3, "medium: {near} near misses"),
+        }
+    }
+}
