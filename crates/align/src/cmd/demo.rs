@@ -68,8 +68,10 @@ pub struct DemoConfig {
     pub dpo: TrainConfig,
     /// Pretraining sequences mixed into each DPO micro-batch (0 = off).
     pub dpo_ptx_batch_size: usize,
-    /// On-policy pairs for DPO: SFT answers to this many train prompts (0 = off), each paired with
-    /// the gym's good answer and ordered by the gold judge (`align onpolicy`).
+    /// On-policy pairs for DPO: SFT answers to this many train prompts (0 = off; the default is
+    /// more than the small gym has, so all of them), each paired with the gym's good answer and
+    /// ordered by the gold judge (`align onpolicy`); `onpolicy_samples` answers per prompt (4
+    /// gave no more abstention and 35% of wrong beliefs agreed with, seed 0, docs/dpo.md).
     pub onpolicy_prompts: usize,
     pub onpolicy_samples: usize,
     /// Reward model on the panel's labels (Bradley-Terry), from the SFT model.
@@ -144,20 +146,21 @@ impl Default for DemoConfig {
             sft_ptx_coef: 1.0,
             dpo_data: PrefData { max_seq_len: 256, batch_size: 8, eval_fraction: 0.05, ..PrefData::default() },
             dpo_loss: DpoLossConfig { rpo_alpha: Some(1.0), ..DpoLossConfig::default() },
-            // ~0.65 epoch of the 5.6k pairs; 150 steps (0.2 epoch) left harmful requests refused
-            // 25% and wrong beliefs agreed with 38%, 450 steps 80% and 0% (seed 0, docs/dpo.md).
+            // ~0.95 epoch of the ~7.6k training pairs (panel + on-policy). 1,800 steps was no better
+            // (seed 0: "I don't know" 40% vs 85%, harmful refused 75% vs 90%; seed 1 about equal) and
+            // took 50 s more (2026-12-06, docs/dpo.md).
             dpo: TrainConfig {
                 lr: 5e-4,
                 warmup_steps: 10,
                 min_lr_ratio: 0.1,
-                max_steps: 450,
+                max_steps: 900,
                 log_every: 10,
-                eval_every: 150,
-                save_every: 150,
+                eval_every: 300,
+                save_every: 300,
                 ..TrainConfig::default()
             },
             dpo_ptx_batch_size: 2,
-            onpolicy_prompts: 1200,
+            onpolicy_prompts: 6000,
             onpolicy_samples: 2,
             rm: TrainConfig {
                 lr: 5e-4,
