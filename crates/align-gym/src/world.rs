@@ -59,7 +59,7 @@ impl Size {
     }
 }
 
-/// Fraction of entities held out, per family.
+/// Fraction of entities held out, per family (unknowns are held out by count: `SizeParams::unknowns_held_out`).
 fn held_out_fraction(f: Family) -> f64 {
     match f {
         Family::Harmful | Family::BenignLookalike => 0.4,
