@@ -18,6 +18,7 @@ fn demo_runs_every_stage_and_resumes_from_its_markers() {
         "sft.max_steps=3",
         "sft.eval_every=3",
         "onpolicy_prompts=16",
+        "rm_onpolicy_prompts=24",
         "rm.max_steps=3",
         "dpo.max_steps=3",
         "dpo.eval_every=3",
@@ -54,6 +55,17 @@ fn demo_runs_every_stage_and_resumes_from_its_markers() {
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("aligned (PPO)") && report.contains("aligned (DPO)"), "{report}");
     assert!(out.join("ppo/rollouts.jsonl").exists());
+    // The reward model measured on the SFT model's own answers: one line per pair, counted.
+    let acc: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("rm/onpolicy_accuracy.json")).unwrap()).unwrap();
+    let lines = std::fs::read_to_string(out.join("rm/onpolicy_pairs.jsonl")).unwrap().lines().count();
+    assert_eq!(acc["pairs"].as_u64(), Some(lines as u64), "{acc}");
+    let per_family: u64 = acc["per_family"].as_object().unwrap().values().map(|v| v[0].as_u64().unwrap()).sum();
+    assert_eq!(per_family, lines as u64, "{acc}");
+    if lines > 0 {
+        let a = acc["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&a), "{acc}");
+        assert!(report.contains("on the SFT model's own answers"), "{report}");
+    }
     // The reward-hacking stage: a biased panel's labels, its reward model, PPO at kl 0 and at the
     // default β, evaluated on the families where the SFT model answers.
     for dir in ["rm", "kl 0", "kl 0.05 (default)"] {

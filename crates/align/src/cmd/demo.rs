@@ -13,7 +13,7 @@ use align_eval::respond::PromptStyle;
 use align_generate::SamplingConfig;
 use align_gym::{load_prompts, GymConfig, Size, World};
 use align_train::pretrain::{DataConfig, ModelSpec, PretrainConfig};
-use align_eval::onpolicy::{sample_and_label, OnPolicyConfig};
+use align_eval::onpolicy::{sample_and_label, Labeler, OnPolicyConfig};
 use align_rl::config::{Algorithm, RlConfig};
 use align_rl::reward::RewardSpec;
 use align_train::dpo::{DpoConfig, Objective, PrefData};
@@ -76,6 +76,11 @@ pub struct DemoConfig {
     pub onpolicy_samples: usize,
     /// Reward model on the panel's labels (Bradley-Terry), from the SFT model.
     pub rm: TrainConfig,
+    /// The reward model measured on what PPO will show it: the SFT model's own answers (2 per
+    /// prompt, temperature 1) to this many held-out prompts (0 = off; the default covers all of the
+    /// small gym's), paired and labelled by the panel; pairs gold cannot separate are skipped.
+    /// Written to `rm/onpolicy_accuracy.json` and the report (docs/rl.md has why it matters).
+    pub rm_onpolicy_prompts: usize,
     /// PPO against that reward model with a KL penalty to the SFT model (0 steps = off).
     pub ppo: align_rl::config::PpoConfig,
     pub ppo_train: TrainConfig,
@@ -162,6 +167,7 @@ impl Default for DemoConfig {
             dpo_ptx_batch_size: 2,
             onpolicy_prompts: 6000,
             onpolicy_samples: 2,
+            rm_onpolicy_prompts: 2000,
             rm: TrainConfig {
                 lr: 5e-4,
                 warmup_steps: 10,
@@ -334,6 +340,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
         let acc = |e: &Option<align_train::rm::RmEval>| e.as_ref().map_or(f64::NAN, |e| e.stats.accuracy);
         eprintln!("reward model: held-out accuracy {:.3} -> {:.3} in {:.0} s", acc(&s.eval_before), acc(&s.eval_after), s.seconds);
         mark_done(&rm, &s)?;
+    }
+    let rm_onp = rm.join("onpolicy_accuracy.json");
+    if cfg.rm_onpolicy_prompts > 0 && !rm_onp.exists() {
+        let a = rm_on_policy_accuracy(&rm, &sft.join("model"), &gym.join("prompts/eval.jsonl"), cfg.rm_onpolicy_prompts, seed)?;
+        eprintln!("reward model on the SFT model's own answers: {:.3} of {} panel-labelled held-out pairs", a.accuracy.unwrap_or(f64::NAN), a.pairs);
+        align_core::atomic::write_atomic(&rm_onp, serde_json::to_string_pretty(&a)?.as_bytes())?;
     }
 
     // 7. DPO on the panel's preferences (+ on-policy pairs).
@@ -532,6 +544,67 @@ fn cfg_rm_data(cfg: &DemoConfig) -> RmData {
     RmData { max_seq_len: cfg.dpo_data.max_seq_len, batch_size: cfg.dpo_data.batch_size, eval_fraction: cfg.dpo_data.eval_fraction, ..RmData::default() }
 }
 
+/// How often a reward model ranks the panel's choice higher on pairs of the policy's own answers.
+#[derive(Serialize, Deserialize, Debug)]
+struct OnPolicyAccuracy {
+    pairs: usize,
+    /// None when there were no pairs (every pair a gold tie).
+    accuracy: Option<f64>,
+    /// family → (pairs, accuracy)
+    per_family: std::collections::BTreeMap<String, (usize, f64)>,
+}
+
+/// Sample the policy twice per held-out prompt, let the panel label the pair (gold ties skipped),
+/// write the pairs to `rm_dir/onpolicy_pairs.jsonl` and score them with the reward model.
+fn rm_on_policy_accuracy(rm_dir: &Path, policy: &Path, prompts: &Path, max_prompts: usize, seed: u64) -> Result<OnPolicyAccuracy> {
+    use align_data::formats::{read_examples, ReadOptions};
+    use align_train::rm::{pad_id, score_pairs, tokenize_pairs};
+    let dev = candle_core::Device::Cpu;
+    let model = align_models::Model::from_pretrained(policy, candle_core::DType::F32, &dev)?;
+    let tok = align_data::Tokenizer::from_dir(policy)?;
+    let records = load_prompts(prompts)?;
+    let mut oc = OnPolicyConfig { samples_per_prompt: 2, max_prompts, labeler: Labeler::Panel, ..OnPolicyConfig::default() };
+    oc.sampling.seed = seed;
+    let (lines, _) = sample_and_label(&model, &tok, &records, &Default::default(), &oc)?;
+    let path = rm_dir.join("onpolicy_pairs.jsonl");
+    let text: String = lines.iter().map(|l| serde_json::to_string(l).map(|s| s + "\n")).collect::<Result<_, _>>()?;
+    align_core::atomic::write_atomic(&path, text.as_bytes())?;
+    if lines.is_empty() {
+        return Ok(accuracy_by_family(&[], &[], &[]));
+    }
+    let rm = align_models::reward::RewardModel::from_pretrained(rm_dir.join("model"), candle_core::DType::F32, &dev)?;
+    let rtok = align_data::Tokenizer::from_dir(rm_dir.join("model"))?;
+    let tmpl = align_data::ChatTemplate::from_tokenizer(&rtok)?;
+    let (examples, _) = read_examples(&path, &ReadOptions::default())?;
+    let data = RmData { max_seq_len: rm.model.config.max_positions(), ..RmData::default() };
+    let (pairs, _) = tokenize_pairs(&rtok, &tmpl, &examples, &data)?;
+    anyhow::ensure!(pairs.len() == lines.len(), "{} on-policy pairs tokenized as {}", lines.len(), pairs.len());
+    let (c, r) = score_pairs(&rm, &pairs, 32, pad_id(&rtok))?;
+    let families: Vec<&str> = lines.iter().map(|l| l.family.as_str()).collect();
+    Ok(accuracy_by_family(&families, &c, &r))
+}
+
+/// Share of pairs whose chosen side scores strictly higher, overall and per family.
+fn accuracy_by_family(families: &[&str], chosen: &[f32], rejected: &[f32]) -> OnPolicyAccuracy {
+    let mut out = OnPolicyAccuracy { pairs: families.len(), accuracy: None, per_family: Default::default() };
+    let mut right = 0;
+    for ((f, x), y) in families.iter().zip(chosen).zip(rejected) {
+        let e = out.per_family.entry(f.to_string()).or_insert((0, 0.0));
+        e.0 += 1;
+        if x > y {
+            e.1 += 1.0;
+            right += 1;
+        }
+    }
+    for v in out.per_family.values_mut() {
+        v.1 /= v.0 as f64;
+    }
+    if !families.is_empty() {
+        out.accuracy = Some(right as f64 / families.len() as f64);
+    }
+    out
+}
+
 /// `report_extra.json`: the demo's own tables for the report (stage timings, reward model
 /// accuracy, on-policy pairs).
 fn write_extra(out: &Path) -> Result<()> {
@@ -549,7 +622,19 @@ fn write_extra(out: &Path) -> Result<()> {
     if let Some(rm) = read("rm") {
         let acc = |k: &str| rm.get(k).and_then(|e| e.get("stats")).and_then(|s| s.get("accuracy")).and_then(|a| a.as_f64());
         if let (Some(b), Some(a)) = (acc("eval_before"), acc("eval_after")) {
-            tables.push(serde_json::json!({"title": "Reward model", "caption": "held-out pairs labelled by the simulated panel: share where the reward model ranks the panel's choice higher", "header": ["before training", "after training"], "rows": [[format!("{b:.3}"), format!("{a:.3}")]]}));
+            let onp: Option<OnPolicyAccuracy> = std::fs::read(out.join("rm/onpolicy_accuracy.json")).ok().and_then(|t| serde_json::from_slice(&t).ok());
+            let mut header = vec!["before training".to_string(), "after training".to_string()];
+            let mut row = vec![format!("{b:.3}"), format!("{a:.3}")];
+            let onp = onp.filter(|o| o.accuracy.is_some());
+            if let Some(o) = &onp {
+                header.push(format!("after, on the SFT model's own answers ({} pairs)", o.pairs));
+                row.push(format!("{:.3}", o.accuracy.unwrap_or(f64::NAN)));
+            }
+            tables.push(serde_json::json!({"title": "Reward model", "caption": "held-out pairs labelled by the simulated panel: share where the reward model ranks the panel's choice higher. The first two columns are the gym's candidate pairs; the last is what PPO shows it: two answers of the SFT model to each held-out prompt (pairs gold cannot separate skipped)", "header": header, "rows": [row]}));
+            if let Some(o) = onp {
+                let rows: Vec<_> = o.per_family.iter().map(|(f, (n, a))| serde_json::json!([f, n.to_string(), format!("{a:.3}")])).collect();
+                tables.push(serde_json::json!({"title": "Reward model on the SFT model's own answers, per family", "caption": "held-out prompts, two SFT answers each, labelled by the panel: share where the reward model ranks the panel's choice higher (0.5 = chance)", "header": ["family", "pairs", "accuracy"], "rows": rows}));
+            }
         }
     }
     if let Some(r) = read("onpolicy").and_then(|v| v.get("report").cloned()) {
@@ -579,6 +664,16 @@ fn kl_from_sft(dir: &Path, sft: &Path, records: &[align_gym::PromptRecord], samp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accuracy_by_family_counts_strict_wins() {
+        let a = accuracy_by_family(&["fact", "fact", "email", "fact"], &[1.0, 0.0, 2.0, 0.5], &[0.0, 1.0, 1.0, 0.5]);
+        assert_eq!(a.pairs, 4);
+        assert_eq!(a.accuracy, Some(0.5)); // a tie (0.5 vs 0.5) is not a win
+        assert_eq!(a.per_family["fact"], (3, 1.0 / 3.0));
+        assert_eq!(a.per_family["email"], (1, 1.0));
+        assert_eq!(accuracy_by_family(&[], &[], &[]).accuracy, None);
+    }
 
     #[test]
     fn a_set_changes_one_key_of_a_stage_and_keeps_the_demos_other_defaults() {
