@@ -572,9 +572,7 @@ fn rm_on_policy_accuracy(rm_dir: &Path, policy: &Path, prompts: &Path, max_promp
     if lines.is_empty() {
         return Ok(accuracy_by_family(&[], &[], &[]));
     }
-    let rm = align_models::reward::RewardModel::from_pretrained(rm_dir.join("model"), candle_core::DType::F32, &dev)?;
-    let rtok = align_data::Tokenizer::from_dir(rm_dir.join("model"))?;
-    let tmpl = align_data::ChatTemplate::from_tokenizer(&rtok)?;
+    let (rm, rtok, tmpl) = super::rm::load_scorer(&rm_dir.join("model"))?;
     let (examples, _) = read_examples(&path, &ReadOptions::default())?;
     let data = RmData { max_seq_len: rm.model.config.max_positions(), ..RmData::default() };
     let (pairs, _) = tokenize_pairs(&rtok, &tmpl, &examples, &data)?;

@@ -6,7 +6,7 @@ use align_models::reward::RewardModel;
 use align_train::rm::{pad_id, reward_stats, score_pairs, score_seqs, tokenize_pairs, tokenize_response, RmData};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum RmCmd {
@@ -74,12 +74,17 @@ fn train(config: PathBuf, mut sets: Vec<String>, resume: bool, skip_invalid: boo
     Ok(())
 }
 
-fn score(model: PathBuf, data: PathBuf, batch_size: usize) -> Result<()> {
-    let dev = Device::Cpu;
-    let rm = RewardModel::from_pretrained(&model, DType::F32, &dev)
+/// A reward model directory loaded for scoring: the model, its tokenizer and its chat template.
+pub(crate) fn load_scorer(model: &Path) -> Result<(RewardModel, Tokenizer, ChatTemplate)> {
+    let rm = RewardModel::from_pretrained(model, DType::F32, &Device::Cpu)
         .with_context(|| format!("{} is not a reward model directory", model.display()))?;
-    let tok = Tokenizer::from_dir(&model)?;
+    let tok = Tokenizer::from_dir(model)?;
     let tmpl = ChatTemplate::from_tokenizer(&tok)?;
+    Ok((rm, tok, tmpl))
+}
+
+fn score(model: PathBuf, data: PathBuf, batch_size: usize) -> Result<()> {
+    let (rm, tok, tmpl) = load_scorer(&model)?;
     let pad = pad_id(&tok);
     let max_len = rm.model.config.max_positions();
     let (examples, rep) = read_examples(&data, &ReadOptions::default())?;
