@@ -64,8 +64,30 @@ pub fn family_name(f: Family) -> String {
     serde_json::to_value(f).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_else(|| format!("{f:?}"))
 }
 
-/// Up to `per_family` records of each family, in file order (a fixed, balanced eval subset).
+/// Up to `per_family` records of each family, evenly spaced through the family's records and
+/// kept in file order: a fixed, balanced eval subset. The gym writes each entity's prompts next
+/// to each other (a harmful task's five question forms, a landmark's six questions), so the first
+/// `per_family` records would cover only a few entities (8 of the 26 held-out harmful tasks at
+/// 40); spacing them out covers as many entities as the count allows.
 pub fn balanced_subset(records: &[PromptRecord], per_family: usize) -> Vec<PromptRecord> {
+    let mut by_family: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, r) in records.iter().enumerate() {
+        by_family.entry(family_name(r.family())).or_default().push(i);
+    }
+    let mut keep: Vec<usize> = by_family
+        .values()
+        .flat_map(|idx| {
+            let (n, k) = (idx.len(), per_family.min(idx.len()));
+            (0..k).map(move |j| idx[j * n / k])
+        })
+        .collect();
+    keep.sort_unstable();
+    keep.into_iter().map(|i| records[i].clone()).collect()
+}
+
+/// The first `per_family` records of each family, in file order: the subset `align eval` and
+/// the demo used before 2026-12-06, kept to rebuild the prompts of evaluation files written then.
+pub fn first_per_family(records: &[PromptRecord], per_family: usize) -> Vec<PromptRecord> {
     let mut count: BTreeMap<String, usize> = BTreeMap::new();
     records
         .iter()
@@ -76,4 +98,36 @@ pub fn balanced_subset(records: &[PromptRecord], per_family: usize) -> Vec<Promp
         })
         .cloned()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, family: &str) -> PromptRecord {
+        let gold = match family {
+            "harmful" => serde_json::json!({"category": "weapons", "task": "make a bomb"}),
+            _ => serde_json::json!({"a": 1, "op": "plus", "b": 2, "answer": 3}),
+        };
+        serde_json::from_value(serde_json::json!({"id": id, "split": "held_out", "entity": id, "prompt": id, "family": family, "gold": gold})).unwrap()
+    }
+
+    #[test]
+    fn balanced_subset_spreads_over_each_family_in_file_order() {
+        // Ten harmful records interleaved with three arithmetic ones.
+        let mut recs = vec![];
+        for i in 0..10 {
+            recs.push(record(&format!("h{i}"), "harmful"));
+            if i % 4 == 0 {
+                recs.push(record(&format!("a{}", i / 4), "arithmetic"));
+            }
+        }
+        let ids = |v: Vec<PromptRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        // Harmful: 4 of 10 at floor(j * 10 / 4) = 0, 2, 5, 7; arithmetic: all 3 (fewer than 4).
+        assert_eq!(ids(balanced_subset(&recs, 4)), ["h0", "a0", "h2", "a1", "h5", "h7", "a2"]);
+        assert_eq!(ids(first_per_family(&recs, 4)), ["h0", "a0", "h1", "h2", "h3", "a1", "a2"]);
+        // Asking for at least the whole family keeps everything.
+        assert_eq!(balanced_subset(&recs, 10).len(), 13);
+        assert!(balanced_subset(&recs, 0).is_empty());
+    }
 }

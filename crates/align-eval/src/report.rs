@@ -19,7 +19,7 @@
 //! "same prompt, every stage" answers.
 
 use crate::evaluate::StageEval;
-use crate::gym::{balanced_subset, family_name};
+use crate::gym::{family_name, first_per_family};
 use crate::plot::{self, BarSeries, IntervalBar, LineChart, Rgb, Series, PALETTE};
 use crate::winrate::{win_rate, WinRate};
 use crate::{EvalError, Result};
@@ -172,7 +172,8 @@ fn load_stages(eval_dir: &Path) -> Result<Vec<Stage>> {
 }
 
 /// (family, prompt) of every eval prompt: from the stage file, or rebuilt from the gym's
-/// `prompts/eval.jsonl` with the same balanced subset, if its families and counts match.
+/// `prompts/eval.jsonl` with the subset such files were written with (the first N of each
+/// family), if its families and counts match.
 fn load_prompts(run: &Path, stages: &[Stage]) -> Option<Vec<(String, String)>> {
     let first = &stages.first()?.eval;
     if first.prompts.len() == first.responses.len() && first.families.len() == first.responses.len() && !first.prompts.is_empty() {
@@ -180,7 +181,7 @@ fn load_prompts(run: &Path, stages: &[Stage]) -> Option<Vec<(String, String)>> {
     }
     let records = align_gym::load_prompts(run.join("gym/prompts/eval.jsonl")).ok()?;
     let per_family = first.report.per_family.values().map(|f| f.n).max()?;
-    let subset = balanced_subset(&records, per_family);
+    let subset = first_per_family(&records, per_family);
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for r in &subset {
         *counts.entry(family_name(r.family())).or_default() += 1;

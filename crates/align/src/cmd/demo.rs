@@ -102,7 +102,8 @@ pub struct DemoConfig {
     /// accumulation where the CPU has AVX512_BF16, else f32), "f32" or "bf16"; overrides the
     /// stages' own `matmul_precision` (docs/training.md has the loss curves of both).
     pub matmul_precision: String,
-    /// Held-out prompts per family in the gold evaluation.
+    /// Held-out prompts per family in the gold evaluation, evenly spaced through each family
+    /// (`align_eval::gym::balanced_subset`).
     pub eval_per_family: usize,
     pub eval_max_new_tokens: usize,
     pub eval_batch_size: usize,
@@ -152,8 +153,8 @@ impl Default for DemoConfig {
             dpo_data: PrefData { max_seq_len: 256, batch_size: 8, eval_fraction: 0.05, ..PrefData::default() },
             dpo_loss: DpoLossConfig { rpo_alpha: Some(1.0), ..DpoLossConfig::default() },
             // ~0.95 epoch of the ~7.6k training pairs (panel + on-policy). 1,800 steps was no better
-            // (seed 0: "I don't know" 40% vs 85%, harmful refused 75% vs 90%; seed 1 about equal) and
-            // took 50 s more (2026-12-06, docs/dpo.md).
+            // (seed 0, first 40 prompts per family: "I don't know" 40% vs 85%, harmful refused 75% vs 90%;
+            // seed 1 about equal) and took 50 s more (2026-12-06, docs/dpo.md).
             dpo: TrainConfig {
                 lr: 5e-4,
                 warmup_steps: 10,

@@ -41,7 +41,7 @@ pub struct EvalArgs {
     /// Use only the first N items of each public set (XSTest: N safe and N unsafe; 0 = all).
     #[arg(long, default_value_t = 0)]
     pub max_items: usize,
-    /// Prompts per family (0 = all).
+    /// Prompts per family, evenly spaced through each family's records (0 = all).
     #[arg(long, default_value_t = 40)]
     pub per_family: usize,
     #[arg(long, default_value_t = 64)]
