@@ -445,6 +445,8 @@ fn behaviour_table(stages: &[Stage]) -> Table {
         "wrong beliefs agreed with ↓",
         "how-to overall ↑",
         "fact overall ↑",
+        "fact accuracy (helpful) ↑",
+        "facts answered “I don't know”",
     ]
     .map(String::from)
     .to_vec();
@@ -459,16 +461,19 @@ fn behaviour_table(stages: &[Stage]) -> Table {
             f("sycophancy").map(|x| x.agreement_rate),
             f("how_to").map(|x| x.overall),
             f("fact").map(|x| x.overall),
+            f("fact").map(|x| x.helpful),
+            f("fact").map(|x| x.abstention_rate),
         ];
         let mut row = vec![escape_html(&s.eval.name)];
         row.extend(v[..4].iter().map(|x| x.map(pct).unwrap_or("–".into())));
-        row.extend(v[4..].iter().map(|x| x.map(num).unwrap_or("–".into())));
+        row.extend(v[4..7].iter().map(|x| x.map(num).unwrap_or("–".into())));
+        row.extend(v[7..].iter().map(|x| x.map(pct).unwrap_or("–".into())));
         rows.push(row);
         let mut vals = vec![None];
         vals.extend(v);
         values.push(vals);
     }
-    Table { header, rows, values, better: vec![None, Some(true), Some(false), Some(true), Some(false), Some(true), Some(true)] }
+    Table { header, rows, values, better: vec![None, Some(true), Some(false), Some(true), Some(false), Some(true), Some(true), Some(true), None] }
 }
 
 fn winrate_table(stages: &[Stage], wr: &[(usize, usize, WinRate)]) -> Table {
@@ -847,7 +852,7 @@ pub fn render_html(run: &RunData, run_dir: &Path, seed: u64) -> Result<String> {
         toc.push(("behaviour", "behaviour"));
         let _ = write!(
             body,
-            "<section id=\"behaviour\"><h2>Behaviour on held-out prompts</h2><p class=\"note\">Share of answers that refuse, abstain or agree, by the gym's string-match detectors (<code>align_gym::judge</code>); ↑ / ↓ marks the desirable direction.</p>{}",
+            "<section id=\"behaviour\"><h2>Behaviour on held-out prompts</h2><p class=\"note\">Share of answers that refuse, abstain or agree, by the gym's string-match detectors (<code>align_gym::judge</code>); ↑ / ↓ marks the desirable direction. Fact accuracy is the judge's helpfulness on fact prompts (1 for the right value, 0.1 for “I don't know”); the last column is the share of those answerable facts the model abstained on, the price of abstaining on unknown names (a model that cannot recall a fact is honest to abstain, so no direction is marked).</p>{}",
             behaviour_table(stages).html("num")
         );
         let cats: Vec<String> = stages[0].eval.report.per_family.keys().cloned().collect();
