@@ -1308,6 +1308,20 @@ mod tests {
     }
 
     #[test]
+    fn behaviour_table_shows_fact_accuracy_and_fact_abstention() {
+        let raw = Stage { key: "raw".into(), eval: stage_eval("raw", &[0.1, 0.1], "a") };
+        let mut dpo = Stage { key: "dpo".into(), eval: stage_eval("DPO", &[0.6, 0.4], "b") };
+        let fact = FamilyStats { n: 4, overall: 0.5, helpful: 0.4, abstention_rate: 0.25, ..Default::default() };
+        dpo.eval.report.per_family.insert("fact".into(), fact);
+        let t = behaviour_table(&[raw, dpo]);
+        assert_eq!(t.header[7..], ["fact accuracy (helpful) ↑", "facts answered “I don't know”"]);
+        assert_eq!(t.rows[0][6..], ["–", "–", "–"]);
+        assert_eq!(t.rows[1][6..], ["0.50", "0.40", "25%"]);
+        assert!(t.rows.iter().zip(&t.values).all(|(r, v)| r.len() == t.header.len() && v.len() == t.header.len()));
+        assert_eq!(t.better.len(), t.header.len());
+    }
+
+    #[test]
     fn utc_dates() {
         assert_eq!(utc_date(0), "1970-01-01");
         assert_eq!(utc_date(951_782_400), "2000-02-29");
