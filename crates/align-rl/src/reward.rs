@@ -1,7 +1,7 @@
 //! Rewards: what scores a (prompt, response) pair during RL.
 //!
-//! One interface, [`Reward`], and its kinds: a trained reward model ([`ModelReward`]), the gym's
-//! gold judge ([`GoldReward`], a verifiable reward), a Rust closure ([`FnReward`]), an external
+//! One interface, [`Reward`], and its kinds: a trained reward model ([`ModelReward`]), a DPO
+//! model's implicit reward ([`ImplicitReward`]), the gym's gold judge ([`GoldReward`], a verifiable reward), a Rust closure ([`FnReward`]), an external
 //! command speaking JSON lines ([`CommandReward`]) and an HTTP endpoint ([`HttpReward`]).
 //! [`RewardSet`] sums weighted rewards, logs each one's mean, and applies clipping and the
 //! missing-EOS penalty (TRL `missing_eos_penalty`). Built from TOML by [`RewardSpec`].
@@ -88,6 +88,74 @@ impl Reward for ModelReward {
             let ids = Tensor::from_vec(flat, (rows.len(), t), &Device::Cpu)?;
             let r = self.rm.forward(&ids, &lengths).map_err(TrainError::other)?.detach();
             out.extend(r.to_vec1::<f32>()?.into_iter().map(f64::from));
+        }
+        Ok(out)
+    }
+}
+
+/// A DPO-trained model's implicit reward, `β · (log π(y|x) − log π_ref(y|x))` summed over the
+/// response tokens (Rafailov et al. 2023, §5, "your language model is secretly a reward model";
+/// RewardBench scores DPO models this way, and TRL's `BCOTrainer`/`DPOTrainer` log it as
+/// `rewards/chosen`). `π` is the DPO model, `π_ref` the model it was trained against (its
+/// `ref_model`, usually the SFT model). The response is put after the prompt with the DPO model's
+/// chat template and scored on its tokens and the end-of-turn token, as DPO trained it.
+pub struct ImplicitReward {
+    policy: align_models::Model,
+    reference: align_models::Model,
+    tok: Tokenizer,
+    tmpl: ChatTemplate,
+    beta: f64,
+    batch_size: usize,
+    max_len: usize,
+}
+
+impl ImplicitReward {
+    pub fn load(policy: &std::path::Path, reference: &std::path::Path, beta: f64, batch_size: usize) -> Result<Self> {
+        if !(beta.is_finite() && beta > 0.0) {
+            return Err(cfg_err(format!("implicit reward: beta must be positive, got {beta}")));
+        }
+        let load = |d: &std::path::Path| align_models::Model::from_pretrained(d, DType::F32, &Device::Cpu).map_err(TrainError::other);
+        let (policy_m, reference_m) = (load(policy)?, load(reference)?);
+        let tok = Tokenizer::from_dir(policy).map_err(TrainError::other)?;
+        let tmpl = ChatTemplate::from_tokenizer(&tok).map_err(TrainError::other)?;
+        let ref_tok = Tokenizer::from_dir(reference).map_err(TrainError::other)?;
+        if ref_tok.vocab_size() != tok.vocab_size() {
+            return Err(cfg_err(format!(
+                "implicit reward: {} and its reference {} have different vocabularies ({} vs {} tokens)",
+                policy.display(),
+                reference.display(),
+                tok.vocab_size(),
+                ref_tok.vocab_size()
+            )));
+        }
+        let max_len = policy_m.config.max_positions().min(reference_m.config.max_positions());
+        Ok(Self { policy: policy_m, reference: reference_m, tok, tmpl, beta, batch_size: batch_size.max(1), max_len })
+    }
+}
+
+impl Reward for ImplicitReward {
+    fn name(&self) -> String {
+        "implicit".into()
+    }
+    fn score(&mut self, batch: &[RewardInput]) -> Result<Vec<f64>> {
+        use align_data::formats::{Example, Text};
+        use align_train::sft::{tokenize_example, SftData};
+        let cfg = SftData { max_seq_len: self.max_len, truncation: "keep_start".into(), ..SftData::default() };
+        let mut seqs = Vec::with_capacity(batch.len());
+        for x in batch {
+            let ex = Example::PromptCompletion { prompt: Text::Conversation(x.prompt.to_vec()), completion: Text::Conversation(vec![Message::new("assistant", x.response)]) };
+            let mut s = tokenize_example(&self.tok, &self.tmpl, &ex, &cfg)?;
+            s.ids.truncate(self.max_len);
+            s.mask.truncate(self.max_len);
+            seqs.push(s);
+        }
+        let dev = Device::Cpu;
+        let mut out = Vec::with_capacity(batch.len());
+        for chunk in seqs.chunks(self.batch_size) {
+            let lp = |m: &align_models::Model| -> Result<Vec<f32>> { Ok(align_train::dpo::completion_logps(m.lm.as_ref(), chunk, &dev)?.0.detach().to_vec1::<f32>()?) };
+            let (p, r) = (lp(&self.policy)?, lp(&self.reference)?);
+            // A response truncated away entirely has no tokens: both sums are 0, so is its reward.
+            out.extend(p.iter().zip(&r).map(|(p, r)| self.beta * (f64::from(*p) - f64::from(*r))));
         }
         Ok(out)
     }
@@ -277,6 +345,16 @@ pub enum RewardSpec {
         #[serde(default = "one")]
         weight: f64,
     },
+    /// `{kind = "implicit", path = "runs/dpo/model", reference = "runs/sft/model", beta = 0.1}`: a
+    /// DPO model's implicit reward against the model it was trained from (`beta` as its DPO β).
+    Implicit {
+        path: PathBuf,
+        reference: PathBuf,
+        #[serde(default = "default_implicit_beta")]
+        beta: f64,
+        #[serde(default = "one")]
+        weight: f64,
+    },
     /// `{kind = "gold", axis = "overall"}`: the gym's judge (prompts must be gym records).
     Gold {
         #[serde(default)]
@@ -305,6 +383,9 @@ pub enum RewardSpec {
 fn one() -> f64 {
     1.0
 }
+fn default_implicit_beta() -> f64 {
+    0.1 // TRL's DPOConfig.beta
+}
 fn default_timeout() -> f64 {
     30.0
 }
@@ -316,6 +397,7 @@ impl RewardSpec {
     pub fn build(&self) -> Result<(f64, Box<dyn Reward>)> {
         Ok(match self {
             RewardSpec::Model { path, weight } => (*weight, Box::new(ModelReward::load(path, 16)?)),
+            RewardSpec::Implicit { path, reference, beta, weight } => (*weight, Box::new(ImplicitReward::load(path, reference, *beta, 16)?)),
             RewardSpec::Gold { axis, weight } => (*weight, Box::new(GoldReward { axis: *axis })),
             RewardSpec::Command { command, weight } => (*weight, Box::new(CommandReward::spawn(command)?)),
             RewardSpec::Http { url, timeout_s, retries, weight } => (*weight, Box::new(HttpReward::new(url, Duration::from_secs_f64(*timeout_s), *retries))),
