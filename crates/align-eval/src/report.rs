@@ -615,10 +615,20 @@ fn stage_figures(stage: &str, rows: &[MetricRow]) -> Result<Vec<(String, String,
         figs.push((
             format!("{}: preference accuracy and margin", stage_title(stage)),
             plot::line_chart(&chart)?,
-            "Share of pairs whose chosen answer gets the higher implicit reward (left axis), and the mean reward margin (right axis).".into(),
+            accuracy_caption(stage).into(),
         ));
     }
     Ok(figs)
+}
+
+/// What the preference-accuracy figure measures: a reward model's score, or a DPO-family model's
+/// implicit reward.
+fn accuracy_caption(stage: &str) -> &'static str {
+    if stage == "rm" {
+        "Share of pairs whose chosen answer gets the higher reward-model score (left axis), and the mean score margin (right axis)."
+    } else {
+        "Share of pairs whose chosen answer gets the higher implicit reward β·(log π − log π_ref) (left axis), and the mean reward margin (right axis)."
+    }
 }
 
 /// Rollouts averaged in the RL figures' sample curves.
@@ -1124,6 +1134,15 @@ mod tests {
             let (axis, caption) = loss_axis_and_caption(stage);
             assert!(!axis.contains("token") && !caption.contains("Next-token"), "{stage}: {axis} / {caption}");
         }
+    }
+
+    #[test]
+    fn the_reward_model_accuracy_figure_speaks_of_its_score_not_an_implicit_reward() {
+        let row = |step: f64| MetricRow { step, values: [("accuracy", 0.7), ("margin", 1.0), ("loss", 0.5)].into_iter().map(|(k, v)| (k.to_string(), v)).collect() };
+        let figs = stage_figures("rm", &[row(10.0), row(20.0)]).unwrap();
+        let (_, _, caption) = figs.iter().find(|f| f.0.contains("preference accuracy")).expect("an accuracy figure");
+        assert!(caption.contains("reward-model score") && !caption.contains("implicit"), "{caption}");
+        assert!(accuracy_caption("dpo").contains("implicit reward"));
     }
 
     fn stage_eval(name: &str, overall: &[f64], answer: &str) -> StageEval {

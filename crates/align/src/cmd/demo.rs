@@ -351,7 +351,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
 
     // 7. DPO on the panel's preferences (+ on-policy pairs).
     let dpo = out.join("dpo");
-    stage("stage 3c: preference optimization (DPO + NLL on chosen) on the panel's labels", 7, n);
+    stage("stage 3c: preference optimization (DPO + NLL on chosen) on the panel's labels and the gold-ordered on-policy pairs", 7, n);
     if !done(&dpo) {
         let mut files = vec![gym.join("preferences.jsonl")];
         if onp.join("pairs.jsonl").exists() {
@@ -622,14 +622,15 @@ fn write_extra(out: &Path) -> Result<()> {
         let acc = |k: &str| rm.get(k).and_then(|e| e.get("stats")).and_then(|s| s.get("accuracy")).and_then(|a| a.as_f64());
         if let (Some(b), Some(a)) = (acc("eval_before"), acc("eval_after")) {
             let onp: Option<OnPolicyAccuracy> = std::fs::read(out.join("rm/onpolicy_accuracy.json")).ok().and_then(|t| serde_json::from_slice(&t).ok());
-            let mut header = vec!["before training".to_string(), "after training".to_string()];
-            let mut row = vec![format!("{b:.3}"), format!("{a:.3}")];
+            // The first column is the row's name (a report table shows it as a row header).
+            let mut header = vec!["reward model".to_string(), "before training".to_string(), "after training".to_string()];
+            let mut row = vec!["the panel's (stage 3b)".to_string(), format!("{b:.3}"), format!("{a:.3}")];
             let onp = onp.filter(|o| o.accuracy.is_some());
             if let Some(o) = &onp {
                 header.push(format!("after, on the SFT model's own answers ({} pairs)", o.pairs));
                 row.push(format!("{:.3}", o.accuracy.unwrap_or(f64::NAN)));
             }
-            tables.push(serde_json::json!({"title": "Reward model", "caption": "held-out pairs labelled by the simulated panel: share where the reward model ranks the panel's choice higher. The first two columns are the gym's candidate pairs; the last is what PPO shows it: two answers of the SFT model to each held-out prompt (pairs gold cannot separate skipped)", "header": header, "rows": [row]}));
+            tables.push(serde_json::json!({"title": "Reward model", "caption": "held-out pairs labelled by the simulated panel: share where the reward model ranks the panel's choice higher. Before and after training: on the gym's candidate pairs; the last column: on what PPO shows it: two answers of the SFT model to each held-out prompt (pairs gold cannot separate skipped)", "header": header, "rows": [row]}));
             if let Some(o) = onp {
                 let rows: Vec<_> = o.per_family.iter().map(|(f, (n, a))| serde_json::json!([f, n.to_string(), format!("{a:.3}")])).collect();
                 tables.push(serde_json::json!({"title": "Reward model on the SFT model's own answers, per family", "caption": "held-out prompts, two SFT answers each, labelled by the panel: share where the reward model ranks the panel's choice higher (0.5 = chance)", "header": ["family", "pairs", "accuracy"], "rows": rows}));
@@ -644,7 +645,7 @@ fn write_extra(out: &Path) -> Result<()> {
             Some(v) => v.to_string(),
             None => String::new(),
         };
-        tables.push(serde_json::json!({"title": "On-policy pairs for DPO", "caption": "the SFT model's own answers (temperature 1) paired with the gym's good answer, ordered by the gold judge", "header": ["prompts", "samples", "pairs", "gold ties skipped", "mean gold of the samples"], "rows": [[g("prompts"), g("samples"), g("pairs"), g("ties_skipped"), g("mean_sample_gold")]]}));
+        tables.push(serde_json::json!({"title": "On-policy pairs for DPO", "caption": "the SFT model's own answers (temperature 1) paired with the gym's good answer, ordered by the gold judge", "header": ["pairs ordered by", "prompts", "samples", "pairs", "gold ties skipped", "mean gold of the samples"], "rows": [["the gold judge", g("prompts"), g("samples"), g("pairs"), g("ties_skipped"), g("mean_sample_gold")]]}));
     }
     align_core::atomic::write_atomic(out.join("report_extra.json"), serde_json::to_string_pretty(&tables)?.as_bytes())?;
     Ok(())
