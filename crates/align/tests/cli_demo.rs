@@ -66,6 +66,11 @@ fn demo_runs_every_stage_and_resumes_from_its_markers() {
         assert!((0.0..=1.0).contains(&a), "{acc}");
         assert!(report.contains("on the SFT model's own answers"), "{report}");
     }
+    // DPO's on-policy pairs carry the simulated panel's votes (five annotators), not the gold
+    // judge's single label: every preference the demo trains on is the panel's.
+    let onp = std::fs::read_to_string(out.join("onpolicy/pairs.jsonl")).unwrap();
+    let votes: Vec<usize> = onp.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["votes"].as_array().unwrap().len()).collect();
+    assert!(!votes.is_empty() && votes.iter().all(|&n| n == 5), "{votes:?}");
     // The reward-hacking stage: a biased panel's labels, its reward model, PPO at kl 0 and at the
     // default β, evaluated on the families where the SFT model answers.
     for dir in ["rm", "kl 0", "kl 0.05 (default)"] {

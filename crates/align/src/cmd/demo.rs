@@ -70,7 +70,7 @@ pub struct DemoConfig {
     pub dpo_ptx_batch_size: usize,
     /// On-policy pairs for DPO: SFT answers to this many train prompts (0 = off; the default is
     /// more than the small gym has, so all of them), each paired with the gym's good answer and
-    /// ordered by the gold judge (`align onpolicy`); `onpolicy_samples` answers per prompt (4
+    /// labelled by the simulated panel (`align onpolicy --labeler panel`); `onpolicy_samples` answers per prompt (4
     /// gave no more abstention and 35% of wrong beliefs agreed with, seed 0, docs/dpo.md).
     pub onpolicy_prompts: usize,
     pub onpolicy_samples: usize,
@@ -307,15 +307,17 @@ pub fn run(args: DemoArgs) -> Result<()> {
         mark_done(&sft, &s)?;
     }
 
-    // 5. On-policy pairs: the SFT model's own answers vs the gym's good ones, ordered by gold.
+    // 5. On-policy pairs: the SFT model's own answers vs the gym's good ones, labelled by the
+    //    simulated panel (as the offline pairs are), so every preference DPO and the reward model
+    //    learn from is the panel's.
     let onp = out.join("onpolicy");
-    stage("stage 3a: on-policy preference pairs (SFT samples, gold-labelled)", 5, n);
+    stage("stage 3a: on-policy preference pairs (SFT samples, labelled by the panel)", 5, n);
     if cfg.onpolicy_prompts > 0 && !done(&onp) {
         let model = align_models::Model::from_pretrained(sft.join("model"), candle_core::DType::F32, &candle_core::Device::Cpu)?;
         let tok = align_data::Tokenizer::from_dir(sft.join("model"))?;
         let records = load_prompts(gym.join("prompts/train.jsonl"))?;
         let refs = records.iter().map(|r| (r.prompt.clone(), align_gym::gold_response(r))).collect();
-        let mut oc = OnPolicyConfig { samples_per_prompt: cfg.onpolicy_samples, max_prompts: cfg.onpolicy_prompts, ..OnPolicyConfig::default() };
+        let mut oc = OnPolicyConfig { samples_per_prompt: cfg.onpolicy_samples, max_prompts: cfg.onpolicy_prompts, labeler: Labeler::Panel, ..OnPolicyConfig::default() };
         oc.sampling.seed = seed;
         let t = Instant::now();
         let (lines, rep) = sample_and_label(&model, &tok, &records, &refs, &oc)?;
@@ -351,7 +353,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
 
     // 7. DPO on the panel's preferences (+ on-policy pairs).
     let dpo = out.join("dpo");
-    stage("stage 3c: preference optimization (DPO + NLL on chosen) on the panel's labels and the gold-ordered on-policy pairs", 7, n);
+    stage("stage 3c: preference optimization (DPO + NLL on chosen) on the panel's labels", 7, n);
     if !done(&dpo) {
         let mut files = vec![gym.join("preferences.jsonl")];
         if onp.join("pairs.jsonl").exists() {
@@ -645,7 +647,7 @@ fn write_extra(out: &Path) -> Result<()> {
             Some(v) => v.to_string(),
             None => String::new(),
         };
-        tables.push(serde_json::json!({"title": "On-policy pairs for DPO", "caption": "the SFT model's own answers (temperature 1) paired with the gym's good answer, ordered by the gold judge", "header": ["pairs ordered by", "prompts", "samples", "pairs", "gold ties skipped", "mean gold of the samples"], "rows": [["the gold judge", g("prompts"), g("samples"), g("pairs"), g("ties_skipped"), g("mean_sample_gold")]]}));
+        tables.push(serde_json::json!({"title": "On-policy pairs for DPO", "caption": "the SFT model's own answers (temperature 1) paired with the gym's good answer, labelled by the simulated panel (pairs gold cannot separate skipped)", "header": ["labels", "prompts", "samples", "pairs", "gold ties skipped", "labels agreeing with gold", "mean gold of the samples"], "rows": [["the panel's majority", g("prompts"), g("samples"), g("pairs"), g("ties_skipped"), g("label_gold_agreement"), g("mean_sample_gold")]]}));
     }
     align_core::atomic::write_atomic(out.join("report_extra.json"), serde_json::to_string_pretty(&tables)?.as_bytes())?;
     Ok(())
