@@ -10,13 +10,11 @@ use align_cai::prompts::PromptItem;
 use align_cai::resume::AppendLog;
 use align_cai::revise::{gold_changes, revise, ReviseConfig};
 use align_cai::{CaiError, ChatModel, Constitution};
-use align_data::tokenizer::CHATML_TEMPLATE;
 use align_data::{Message, Tokenizer};
 use align_gym::{GymConfig, Split, World};
 use align_models::causal_lm::default_positions;
 use align_models::{config::llama_from_dims, ForwardArgs, Model, ModelConfig};
 use candle_core::{Device, IndexOp, Tensor};
-use serde_json::json;
 use std::path::{Path, PathBuf};
 
 const WORDS: [&str; 24] = [
@@ -27,17 +25,7 @@ const WORDS: [&str; 24] = [
 /// A word-level tokenizer (whitespace pre-tokenizer, ChatML specials) and a random tiny llama.
 fn tiny_model(d: &Path, seed: u64) -> PathBuf {
     let dir = d.join(format!("model-{seed}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let vocab: serde_json::Map<String, serde_json::Value> = WORDS.iter().enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
-    let added: Vec<_> = (0..3).map(|i| json!({"id": i, "content": WORDS[i], "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})).collect();
-    let tj = json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
-        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    });
-    std::fs::write(dir.join("tokenizer.json"), tj.to_string()).unwrap();
-    let tc = json!({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": CHATML_TEMPLATE});
-    std::fs::write(dir.join("tokenizer_config.json"), tc.to_string()).unwrap();
+    align_data::tokenizer::write_word_level_chatml(&dir, &WORDS).unwrap();
     let cfg = ModelConfig::Llama(llama_from_dims(WORDS.len(), 32, 2, 4, 2, 256));
     Model::from_config(cfg, seed, &Device::Cpu).unwrap().save_pretrained(&dir, candle_core::DType::F32).unwrap();
     dir

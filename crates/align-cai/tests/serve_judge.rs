@@ -5,28 +5,16 @@
 use align_cai::http::{HttpJudge, HttpJudgeConfig, Readout};
 use align_cai::judge::{compare_both_orders, Comparison, Judge};
 use align_cai::Constitution;
-use align_data::tokenizer::CHATML_TEMPLATE;
 use align_data::Message;
 use align_models::{config::llama_from_dims, LlamaConfig, Model, ModelConfig};
 use align_serve::{run_blocking, ModelSpec, ServeConfig};
 use candle_core::Device;
-use serde_json::json;
 use std::path::Path;
 
 const WORDS: [&str; 16] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "[UNK]", "user", "assistant", "(", ")", "A", "B", "I", "refuse", "bread", "make", "the", "to"];
 
 fn tiny_model(dir: &Path, seed: u64) {
-    std::fs::create_dir_all(dir).unwrap();
-    let vocab: serde_json::Map<String, serde_json::Value> = WORDS.iter().enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
-    let added: Vec<_> = (0..3).map(|i| json!({"id": i, "content": WORDS[i], "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})).collect();
-    let tj = json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
-        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    });
-    std::fs::write(dir.join("tokenizer.json"), tj.to_string()).unwrap();
-    let tc = json!({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": CHATML_TEMPLATE});
-    std::fs::write(dir.join("tokenizer_config.json"), tc.to_string()).unwrap();
+    align_data::tokenizer::write_word_level_chatml(dir, &WORDS).unwrap();
     // Untied head: with tied embeddings a random model greedily repeats its last input token.
     let cfg = ModelConfig::Llama(LlamaConfig { tie_word_embeddings: false, ..llama_from_dims(WORDS.len(), 32, 2, 4, 2, 512) });
     Model::from_config(cfg, seed, &Device::Cpu).unwrap().save_pretrained(dir, candle_core::DType::F32).unwrap();

@@ -505,6 +505,32 @@ impl<'a> DecodeStream<'a> {
     }
 }
 
+/// Writes a word-level tokenizer with the ChatML template into `dir` (`tokenizer.json` and
+/// `tokenizer_config.json`, each atomically): a toy tokenizer for tests and small examples, in which
+/// every whitespace-separated word is one token. `words[i]` gets id `i`; the first three must be
+/// [`DEFAULT_SPECIAL_TOKENS`] (special; `<|im_end|>` is EOS, `<|endoftext|>` pad), and `[UNK]` must
+/// be among them (words outside the list map to it).
+pub fn write_word_level_chatml(dir: impl AsRef<Path>, words: &[&str]) -> Result<()> {
+    let dir = dir.as_ref();
+    if words.len() < 3 || words[..3] != DEFAULT_SPECIAL_TOKENS || !words.contains(&"[UNK]") {
+        return Err(DataError::Invalid(format!("a word-level ChatML vocabulary starts with {DEFAULT_SPECIAL_TOKENS:?} and holds \"[UNK]\"; got {words:?}")));
+    }
+    let vocab: Map<String, Value> = words.iter().enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
+    let added: Vec<Value> = (0..3)
+        .map(|i| json!({"id": i, "content": words[i], "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
+        .collect();
+    let tj = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    });
+    let tc = json!({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": CHATML_TEMPLATE});
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    align_core::atomic::write_atomic(dir.join("tokenizer.json"), tj.to_string().as_bytes())?;
+    align_core::atomic::write_atomic(dir.join("tokenizer_config.json"), tc.to_string().as_bytes())?;
+    Ok(())
+}
+
 /// Byte-level BPE as in GPT-2: ByteLevel pre-tokenizer (no prefix space, GPT-2 regex), decoder and
 /// post-processor, all 256 bytes in the alphabet (no unknown token needed), and `special_tokens`
 /// first with ids 0, 1, ... (`special_tokens[0]` is BOS, EOS and pad; use
@@ -597,6 +623,22 @@ pub fn train_bpe_from_texts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn word_level_chatml_gives_one_token_per_word_and_renders_chatml() {
+        let d = tempfile::tempdir().unwrap();
+        let words = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "[UNK]", "user", "assistant", "say", "yes"];
+        write_word_level_chatml(d.path(), &words).unwrap();
+        let tok = Tokenizer::from_dir(d.path()).unwrap();
+        assert_eq!(tok.vocab_size(), words.len());
+        assert_eq!(tok.encode("say yes please", false).unwrap(), vec![6, 7, 3]);
+        assert_eq!((tok.eos_id(), tok.pad_id()), (Some(2), Some(0)));
+        let tmpl = crate::chat_template::ChatTemplate::from_tokenizer(&tok).unwrap();
+        let text = tmpl.render(&[crate::Message::new("user", "say yes")], true).unwrap();
+        assert_eq!(tok.encode(&text, false).unwrap(), vec![1, 4, 6, 7, 2, 1, 5]);
+        let e = write_word_level_chatml(d.path(), &["[UNK]", "a", "b", "c"]).unwrap_err().to_string();
+        assert!(e.contains("word-level ChatML vocabulary"), "{e}");
+    }
 
     fn shared(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))

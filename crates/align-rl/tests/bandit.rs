@@ -2,7 +2,6 @@
 //! PPO, GRPO and RLOO must learn it within a few dozen steps, and an interrupted PPO run must
 //! resume bit-for-bit.
 
-use align_data::tokenizer::CHATML_TEMPLATE;
 use align_models::{config::llama_from_dims, Model, ModelConfig};
 use align_rl::reward::{FnReward, RewardInput, RewardSet, RewardShaping};
 use align_rl::{run_with_rewards, RlConfig};
@@ -15,17 +14,7 @@ const WORDS: [&str; 12] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "[UNK]
 /// A word-level tokenizer (whitespace pre-tokenizer, ChatML specials) and a random tiny llama.
 fn setup(d: &Path) {
     let base = d.join("base");
-    std::fs::create_dir_all(&base).unwrap();
-    let vocab: serde_json::Map<String, serde_json::Value> = WORDS.iter().enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
-    let added: Vec<_> = (0..3).map(|i| json!({"id": i, "content": WORDS[i], "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})).collect();
-    let tj = json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
-        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    });
-    std::fs::write(base.join("tokenizer.json"), tj.to_string()).unwrap();
-    let tc = json!({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": CHATML_TEMPLATE});
-    std::fs::write(base.join("tokenizer_config.json"), tc.to_string()).unwrap();
+    align_data::tokenizer::write_word_level_chatml(&base, &WORDS).unwrap();
     let cfg = ModelConfig::Llama(llama_from_dims(WORDS.len(), 32, 2, 4, 2, 128));
     Model::from_config(cfg, 3, &Device::Cpu).unwrap().save_pretrained(&base, candle_core::DType::F32).unwrap();
     let prompts: Vec<String> = ["say yes", "say no", "say maybe", "say red", "say blue", "say say"].iter().map(|p| json!({"prompt": p}).to_string()).collect();

@@ -3,7 +3,6 @@
 //! as alone; clear errors for a bad β and for models with different vocabularies.
 
 use align_data::chat_template::ChatTemplate;
-use align_data::tokenizer::CHATML_TEMPLATE;
 use align_data::{Message, Tokenizer};
 use align_models::{config::llama_from_dims, ForwardArgs, Model, ModelConfig};
 use align_rl::reward::{ImplicitReward, Reward, RewardInput, RewardSpec};
@@ -16,17 +15,7 @@ const WORDS: [&str; 12] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "[UNK]
 /// A word-level ChatML tokenizer and a random tiny llama (`seed`) in `dir`.
 fn model_dir(root: &Path, name: &str, seed: u64, words: &[&str]) -> PathBuf {
     let dir = root.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let vocab: serde_json::Map<String, Value> = words.iter().enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
-    let added: Vec<_> = (0..3).map(|i| json!({"id": i, "content": words[i], "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})).collect();
-    let tj = json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
-        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    });
-    std::fs::write(dir.join("tokenizer.json"), tj.to_string()).unwrap();
-    let tc = json!({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": CHATML_TEMPLATE});
-    std::fs::write(dir.join("tokenizer_config.json"), tc.to_string()).unwrap();
+    align_data::tokenizer::write_word_level_chatml(&dir, words).unwrap();
     let cfg = ModelConfig::Llama(llama_from_dims(words.len(), 32, 2, 4, 2, 64));
     Model::from_config(cfg, seed, &Device::Cpu).unwrap().save_pretrained(&dir, DType::F32).unwrap();
     dir
