@@ -1,8 +1,9 @@
 //! Rewards: what scores a (prompt, response) pair during RL.
 //!
 //! One interface, [`Reward`], and its kinds: a trained reward model ([`ModelReward`]), a DPO
-//! model's implicit reward ([`ImplicitReward`]), the gym's gold judge ([`GoldReward`], a verifiable reward), a Rust closure ([`FnReward`]), an external
-//! command speaking JSON lines ([`CommandReward`]) and an HTTP endpoint ([`HttpReward`]).
+//! model's implicit reward ([`ImplicitReward`]), the gym's gold judge ([`GoldReward`], a
+//! verifiable reward), a Rust closure ([`FnReward`]), an external command speaking JSON lines
+//! ([`CommandReward`]) and an HTTP endpoint ([`HttpReward`]).
 //! [`RewardSet`] sums weighted rewards, logs each one's mean, and applies clipping and the
 //! missing-EOS penalty (TRL `missing_eos_penalty`). Built from TOML by [`RewardSpec`].
 
@@ -95,8 +96,7 @@ impl Reward for ModelReward {
 
 /// A DPO-trained model's implicit reward, `β · (log π(y|x) − log π_ref(y|x))` summed over the
 /// response tokens (Rafailov et al. 2023, §5, "your language model is secretly a reward model";
-/// RewardBench scores DPO models this way, and TRL's `BCOTrainer`/`DPOTrainer` log it as
-/// `rewards/chosen`). `π` is the DPO model, `π_ref` the model it was trained against (its
+/// RewardBench scores DPO models this way, and TRL's `DPOTrainer` logs it as `rewards/chosen`). `π` is the DPO model, `π_ref` the model it was trained against (its
 /// `ref_model`, usually the SFT model). The response is put after the prompt with the DPO model's
 /// chat template and scored on its tokens and the end-of-turn token, as DPO trained it.
 pub struct ImplicitReward {
