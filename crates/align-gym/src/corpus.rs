@@ -203,15 +203,17 @@ fn landmark_docs(l: &crate::world::Landmark, rng: &mut ChaCha8Rng, docs: &mut Ve
 }
 
 /// SFT demonstrations: gold responses to train-split prompts of the helpful families (how-to, facts,
-/// look-alikes, emails, arithmetic, lists). No refusals, abstentions or sycophancy probes.
+/// look-alikes, emails, arithmetic, lists), and to a share (`GymConfig::sft_behaviour_share`, drawn
+/// from its own random stream) of the behaviour families' train prompts: harmful requests, unknown
+/// entities and sycophancy probes.
 pub fn sft_records(world: &World) -> Vec<&PromptRecord> {
+    let share = world.config.sft_behaviour_share;
+    let mut rng = crate::world::family_rng(world.config.seed, 24);
     world
         .records_in(Split::Train)
-        .filter(|r| {
-            matches!(
-                r.family(),
-                Family::HowTo | Family::Fact | Family::BenignLookalike | Family::Email | Family::Arithmetic | Family::ListSort
-            )
+        .filter(|r| match r.family() {
+            Family::HowTo | Family::Fact | Family::BenignLookalike | Family::Email | Family::Arithmetic | Family::ListSort => true,
+            Family::Harmful | Family::Unknown | Family::Sycophancy => share > 0.0 && rng.random::<f64>() < share,
         })
         .collect()
 }

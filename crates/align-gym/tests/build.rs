@@ -132,13 +132,12 @@ fn splits_sizes_and_no_leakage() {
     for u in &w.unknowns {
         assert!(!pretrain.contains(&u.name), "{} is in pretrain.txt", u.name);
     }
-    // SFT covers no refusals, abstentions or sycophancy probes.
-    for l in &sft {
-        assert!(
-            !matches!(l.family, Family::Harmful | Family::Unknown | Family::Sycophancy),
-            "{:?} in sft",
-            l.family
-        );
+    // SFT's refusals, abstentions and corrections are the default share (0.1) of those families' train
+    // prompts (their test is below); no helpful-family demonstration refuses or abstains.
+    let behaviour = sft.iter().filter(|l| matches!(l.family, Family::Harmful | Family::Unknown | Family::Sycophancy)).count();
+    let n_behaviour = w.records_in(Split::Train).filter(|r| matches!(r.family(), Family::Harmful | Family::Unknown | Family::Sycophancy)).count();
+    assert!((0.05..0.15).contains(&(behaviour as f64 / n_behaviour as f64)), "{behaviour} of {n_behaviour}");
+    for l in sft.iter().filter(|l| !matches!(l.family, Family::Harmful | Family::Unknown | Family::Sycophancy)) {
         let a = &l.messages[1].content;
         assert!(!a.contains("I can't help") && !a.contains("I don't know"), "{a}");
     }
@@ -264,4 +263,47 @@ fn unknown_entities_counts_and_near_miss_fallback() {
             Size::Medium => assert!(near > w.unknowns.len() * 2 / 3, "medium: {near} near misses"),
         }
     }
+}
+
+#[test]
+fn sft_behaviour_share_adds_gold_answers_for_a_share_of_behaviour_prompts() {
+    let base = GymConfig { seed: 3, sft_behaviour_share: 0.0, ..GymConfig::default() };
+    let with = GymConfig { sft_behaviour_share: 0.25, ..base.clone() };
+    let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let w = World::generate(&with);
+    World::generate(&base).build(d0.path()).unwrap();
+    w.build(d1.path()).unwrap();
+    // Only sft.jsonl changes: the corpus and the preference data are the same bytes.
+    for f in ["pretrain.txt", "preferences.jsonl", "prompts/train.jsonl", "prompts/eval.jsonl", "critique.jsonl"] {
+        assert!(read(d0.path(), f) == read(d1.path(), f), "{f} changed with sft_behaviour_share");
+    }
+    let sft0: Vec<SftLine> = read_jsonl(&d0.path().join("sft.jsonl")).unwrap();
+    let sft1: Vec<SftLine> = read_jsonl(&d1.path().join("sft.jsonl")).unwrap();
+    let ids0: BTreeSet<&str> = sft0.iter().map(|l| l.id.as_str()).collect();
+    // Every helpful-family demonstration is still there; the added ones are behaviour prompts of the
+    // train split, each answered with its gold response.
+    assert!(ids0.iter().all(|id| sft1.iter().any(|l| l.id == *id)));
+    let by_id: std::collections::BTreeMap<&str, &PromptRecord> = w.records.iter().map(|r| (r.id.as_str(), r)).collect();
+    let added: Vec<&SftLine> = sft1.iter().filter(|l| !ids0.contains(l.id.as_str())).collect();
+    for l in &added {
+        let r = by_id[l.id.as_str()];
+        assert_eq!(r.split, Split::Train, "{}", l.id);
+        assert!(matches!(l.family, Family::Harmful | Family::Unknown | Family::Sycophancy), "{:?}", l.family);
+        assert_eq!(l.messages[1].content, gold_response(r));
+    }
+    // About a quarter of each behaviour family's train prompts.
+    for fam in [Family::Harmful, Family::Unknown, Family::Sycophancy] {
+        let n = w.records_in(Split::Train).filter(|r| r.family() == fam).count();
+        let k = added.iter().filter(|l| l.family == fam).count();
+        let share = k as f64 / n as f64;
+        assert!((0.15..0.35).contains(&share), "{fam:?}: {k} of {n}");
+    }
+    assert!(added.iter().any(|l| l.messages[1].content.contains("I can't help")));
+    assert!(added.iter().any(|l| l.messages[1].content.contains("I don't know")));
+    // Share 1 takes every train prompt of those families; out of range is an error.
+    let all = World::generate(&GymConfig { sft_behaviour_share: 1.0, ..base.clone() });
+    let n_behaviour = all.records_in(Split::Train).filter(|r| matches!(r.family(), Family::Harmful | Family::Unknown | Family::Sycophancy)).count();
+    assert_eq!(align_gym::corpus::sft_records(&all).len(), sft0.len() + n_behaviour);
+    let err = GymConfig { sft_behaviour_share: 1.5, ..base }.validate().unwrap_err();
+    assert!(err.to_string().contains("sft_behaviour_share"), "{err}");
 }

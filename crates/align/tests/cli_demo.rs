@@ -66,6 +66,10 @@ fn demo_runs_every_stage_and_resumes_from_its_markers() {
         assert!((0.0..=1.0).contains(&a), "{acc}");
         assert!(report.contains("on the SFT model's own answers"), "{report}");
     }
+    // A tenth of the behaviour families' train prompts join the SFT data with their gold answers
+    // (`sft_behaviour_share`, docs/gym.md), so the SFT model sees some refusals.
+    let sft = std::fs::read_to_string(out.join("gym/sft.jsonl")).unwrap();
+    assert!(sft.lines().any(|l| l.contains("\"family\":\"harmful\"") && l.contains("I can't help")));
     // DPO's on-policy pairs carry the simulated panel's votes (five annotators), not the gold
     // judge's single label: every preference the demo trains on is the panel's.
     let onp = std::fs::read_to_string(out.join("onpolicy/pairs.jsonl")).unwrap();
@@ -84,4 +88,19 @@ fn demo_runs_every_stage_and_resumes_from_its_markers() {
     let second = run();
     assert!(!second.contains("parameters: held-out loss"), "pretraining ran again:\n{second}");
     assert!(t.elapsed().as_secs() < 60, "the cached demo took {:?}", t.elapsed());
+}
+
+#[test]
+fn demo_rejects_a_bad_gym_setting_before_writing_anything() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("demo");
+    let o = Command::new(env!("CARGO_BIN_EXE_align"))
+        .args(["demo", "--out", out.to_str().unwrap(), "--set", "sft_behaviour_share=2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("sft_behaviour_share must be in [0, 1]"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "the demo wrote {} before failing", out.display());
 }

@@ -52,6 +52,11 @@ pub struct DemoArgs {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DemoConfig {
+    /// Share of the gym's harmful, unknown-entity and sycophancy train prompts whose gold answer
+    /// (refusal, "I don't know", correction) joins the SFT data (`GymConfig::sft_behaviour_share`;
+    /// 0.1 against 0 on seeds 0–2: DPO refused 68–82% of held-out harmful requests instead of 41–56%,
+    /// docs/gym.md).
+    pub sft_behaviour_share: f64,
     /// BPE vocabulary trained on the gym's pretraining corpus.
     pub vocab_size: usize,
     pub model: ModelSpec,
@@ -115,6 +120,7 @@ pub struct DemoConfig {
 impl Default for DemoConfig {
     fn default() -> Self {
         DemoConfig {
+            sft_behaviour_share: GymConfig::default().sft_behaviour_share,
             vocab_size: 2048,
             model: ModelSpec { d_model: 128, n_layers: 4, n_heads: 4, ..ModelSpec::default() },
             pretrain_data: DataConfig { seq_len: 256, batch_size: 16, eval_fraction: 0.02, eval_batches: 8, ..DataConfig::default() },
@@ -244,6 +250,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
     eprintln!("training matmuls in {precision} (matmul_precision = \"{}\")", cfg.matmul_precision);
     let size: Size = args.size.parse().map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+    let gym_config = GymConfig { seed: args.seed, size, sft_behaviour_share: cfg.sft_behaviour_share, ..GymConfig::default() };
+    gym_config.validate()?;
     let out = args.out.clone();
     if args.fresh && out.exists() {
         std::fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
@@ -257,7 +265,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let gym = out.join("gym");
     stage("build the alignment gym", 1, n);
     if !done(&gym) {
-        let summary = World::generate(&GymConfig { seed, size, ..GymConfig::default() }).build(&gym)?;
+        let summary = World::generate(&gym_config).build(&gym)?;
         mark_done(&gym, &summary)?;
     }
     eprintln!("gym in {}", gym.display());
