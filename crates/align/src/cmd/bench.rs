@@ -170,6 +170,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "device": align_models::device::device_name(&dev),
         "env": {
             "MIMALLOC_PURGE_DELAY": env_of("MIMALLOC_PURGE_DELAY"),
+            "mimalloc_purge_delay": crate::mimalloc_purge_delay(),
             "CANDLE_BARRIER_POOL_SPIN_LIMIT": env_of("CANDLE_BARRIER_POOL_SPIN_LIMIT"),
         },
         "cpu_features": cpu_features(),
