@@ -152,7 +152,7 @@ impl Reward for ImplicitReward {
         let dev = Device::Cpu;
         let mut out = Vec::with_capacity(batch.len());
         for chunk in seqs.chunks(self.batch_size) {
-            let lp = |m: &align_models::Model| -> Result<Vec<f32>> { Ok(align_train::dpo::completion_logps(m.lm.as_ref(), chunk, &dev)?.0.detach().to_vec1::<f32>()?) };
+            let lp = |m: &align_models::Model| -> Result<Vec<f32>> { Ok(align_train::dpo::completion_logps(m.lm.as_ref(), chunk, true, &dev)?.0.detach().to_vec1::<f32>()?) };
             let (p, r) = (lp(&self.policy)?, lp(&self.reference)?);
             // A response truncated away entirely has no tokens: both sums are 0, so is its reward.
             out.extend(p.iter().zip(&r).map(|(p, r)| self.beta * (f64::from(*p) - f64::from(*r))));

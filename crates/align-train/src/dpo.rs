@@ -82,6 +82,17 @@ pub struct PrefData {
     /// Pairs per micro-batch (2 × rows). TRL `per_device_train_batch_size` 8.
     pub batch_size: usize,
     pub truncation: String,
+    /// Pack each micro-batch's sequences into rows (best-fit-decreasing, rows as long as its
+    /// longest sequence) instead of one right-padded sequence per row; attention never crosses a
+    /// sequence boundary, so the log-probs are those of the padded rows up to float rounding
+    /// (tested). TRL `padding_free` (default false there, as it needs flash-attention; here
+    /// every device takes packed rows). Measured on the demo's DPO stage: 28% fewer tokens.
+    #[serde(default = "default_padding_free")]
+    pub padding_free: bool,
+}
+
+fn default_padding_free() -> bool {
+    true
 }
 
 impl Default for PrefData {
@@ -94,6 +105,7 @@ impl Default for PrefData {
             max_seq_len: 256,
             batch_size: 8,
             truncation: "keep_start".into(),
+            padding_free: true,
         }
     }
 }
@@ -144,37 +156,64 @@ pub fn tokenize_pairs(tok: &Tokenizer, tmpl: &ChatTemplate, examples: &[Example]
     Ok((out, rep))
 }
 
-/// Summed completion log-probs (B,), completion lengths (B,) and mean token NLL (B,) of `seqs`.
-pub fn completion_logps(lm: &dyn CausalLm, seqs: &[Seq], dev: &Device) -> Result<(Tensor, Tensor, Tensor)> {
-    let rows: Vec<Vec<usize>> = (0..seqs.len()).map(|i| vec![i]).collect();
+/// Summed completion log-probs (B,), completion lengths (B,) and mean token NLL (B,) of `seqs`,
+/// one right-padded sequence per row, or with `padding_free` packed into rows as long as the
+/// longest sequence ([`crate::sft::pack`]; the same values up to float rounding, fewer tokens).
+pub fn completion_logps(lm: &dyn CausalLm, seqs: &[Seq], padding_free: bool, dev: &Device) -> Result<(Tensor, Tensor, Tensor)> {
+    let n = seqs.len();
+    let rows: Vec<Vec<usize>> = if padding_free {
+        crate::sft::pack(seqs, seqs.iter().map(|s| s.ids.len()).max().unwrap_or(1))
+    } else {
+        (0..n).map(|i| vec![i]).collect()
+    };
     let b = SeqBatch::from_rows(seqs, &rows, 0);
     let shape = (b.b, b.t);
     let ids = Tensor::from_slice(&b.input_ids, shape, dev)?;
     let pos = Tensor::from_slice(&b.positions, shape, dev)?;
-    let logits = lm.forward(&ForwardArgs::new(&ids, &pos), None)?;
+    let seg = b.segments.as_ref().map(|s| Tensor::from_slice(s, shape, dev)).transpose()?;
+    let mut args = ForwardArgs::new(&ids, &pos);
+    args.segments = seg.as_ref();
+    let logits = lm.forward(&args, None)?;
     let targets = Tensor::from_slice(&b.targets, shape, dev)?;
     let mask = Tensor::from_slice(&b.loss_mask, shape, dev)?.to_dtype(DType::F32)?;
-    let logps = (token_logprobs(&logits, &targets)? * &mask)?.sum(1)?; // (B,)
-    let lens = mask.sum(1)?;
+    let token_lp = (token_logprobs(&logits, &targets)? * &mask)?; // (rows, T)
+    let logps = if padding_free {
+        // Sequence i's sum = row i of a 0/1 ownership matrix (n, rows·T) times the flat log-probs.
+        let cells = b.b * b.t;
+        let mut own = vec![0f32; n * cells];
+        for (r, row) in rows.iter().enumerate() {
+            let mut off = r * b.t;
+            for &i in row {
+                own[i * cells + off..i * cells + off + seqs[i].ids.len()].fill(1.0);
+                off += seqs[i].ids.len();
+            }
+        }
+        let own = Tensor::from_vec(own, (n, cells), dev)?;
+        own.matmul(&token_lp.flatten_all()?.unsqueeze(1)?)?.squeeze(1)?
+    } else {
+        token_lp.sum(1)?
+    };
+    let lens: Vec<f32> = seqs.iter().map(|s| s.mask.iter().skip(1).map(|&m| m as f32).sum()).collect();
+    let lens = Tensor::from_vec(lens, n, dev)?;
     let nll = (logps.neg()? / &lens)?;
     Ok((logps, lens, nll))
 }
 
 /// Summed completion log-probs of sequence pairs, `batch` pairs (2 × rows) per forward pass,
 /// detached: the reference passes of DPO (chosen, rejected) and KTO (item, KL partner).
-pub fn paired_logps(lm: &dyn CausalLm, pairs: &[(&Seq, &Seq)], batch: usize, dev: &Device) -> Result<Vec<(f32, f32)>> {
+pub fn paired_logps(lm: &dyn CausalLm, pairs: &[(&Seq, &Seq)], batch: usize, padding_free: bool, dev: &Device) -> Result<Vec<(f32, f32)>> {
     let mut out = Vec::with_capacity(pairs.len());
     for chunk in pairs.chunks(batch.max(1)) {
         let seqs: Vec<Seq> = chunk.iter().flat_map(|(a, b)| [(*a).clone(), (*b).clone()]).collect();
-        let l = completion_logps(lm, &seqs, dev)?.0.detach().to_vec1::<f32>()?;
+        let l = completion_logps(lm, &seqs, padding_free, dev)?.0.detach().to_vec1::<f32>()?;
         out.extend(l.chunks(2).map(|c| (c[0], c[1])));
     }
     Ok(out)
 }
 
 /// Reference log-probs of every pair, (chosen, rejected).
-pub fn reference_logps(lm: &dyn CausalLm, pairs: &[Pair], batch: usize, dev: &Device) -> Result<Vec<(f32, f32)>> {
-    paired_logps(lm, &pairs.iter().map(|p| (&p.chosen, &p.rejected)).collect::<Vec<_>>(), batch, dev)
+pub fn reference_logps(lm: &dyn CausalLm, pairs: &[Pair], batch: usize, padding_free: bool, dev: &Device) -> Result<Vec<(f32, f32)>> {
+    paired_logps(lm, &pairs.iter().map(|p| (&p.chosen, &p.rejected)).collect::<Vec<_>>(), batch, padding_free, dev)
 }
 
 pub struct DpoStep<'a> {
@@ -186,13 +225,15 @@ pub struct DpoStep<'a> {
     pub loss: DpoLossConfig,
     pub orpo: OrpoConfig,
     pub ptx_coef: f64,
+    /// [`PrefData::padding_free`].
+    pub padding_free: bool,
 }
 
 impl DpoStep<'_> {
     /// The loss over pairs `idx` and its metrics (TRL's names).
     pub fn pair_loss(&self, idx: &[usize]) -> Result<(Tensor, BTreeMap<String, f64>)> {
         let seqs: Vec<Seq> = idx.iter().flat_map(|&i| [self.pairs[i].chosen.clone(), self.pairs[i].rejected.clone()]).collect();
-        let (logps, lens, nll) = completion_logps(self.lm, &seqs, &self.device)?;
+        let (logps, lens, nll) = completion_logps(self.lm, &seqs, self.padding_free, &self.device)?;
         let n = idx.len();
         let even = Tensor::from_vec((0..n as u32).map(|i| 2 * i).collect::<Vec<_>>(), n, &self.device)?;
         let odd = Tensor::from_vec((0..n as u32).map(|i| 2 * i + 1).collect::<Vec<_>>(), n, &self.device)?;
@@ -364,21 +405,22 @@ pub fn run(cfg: &DpoConfig, resume: bool, resolved: &str) -> Result<DpoSummary> 
 
     // Reference log-probs, once; SimPO and ORPO need none.
     let bs = cfg.data.batch_size;
+    let pf = cfg.data.padding_free;
     let reference_free = cfg.objective == Objective::Orpo || cfg.loss.loss_type == crate::pref_loss::DpoLossType::Simpo;
     let (ref_train, ref_eval): (Vec<(f32, f32)>, Vec<(f32, f32)>) = if reference_free {
         (vec![(0.0, 0.0); pairs.len()], vec![(0.0, 0.0); eval_pairs.len()])
     } else {
-        cached_reference(cfg, &s.model, &dev, |lm| Ok((reference_logps(lm, &pairs, bs, &dev)?, reference_logps(lm, &eval_pairs, bs, &dev)?)))?
+        cached_reference(cfg, &s.model, &dev, |lm| Ok((reference_logps(lm, &pairs, bs, pf, &dev)?, reference_logps(lm, &eval_pairs, bs, pf, &dev)?)))?
     };
 
     let mut data = prepare_training(cfg, &mut s, pairs.len(), "dpo")?;
     let orpo = OrpoConfig { beta: cfg.orpo_beta };
     let ptx_coef = cfg.ptx.as_ref().map_or(0.0, |p| p.coef);
-    let eval_step = |lm| DpoStep { lm, device: dev.clone(), pairs: &eval_pairs, ref_logps: &ref_eval, objective: cfg.objective, loss: cfg.loss.clone(), orpo: orpo.clone(), ptx_coef };
+    let eval_step = |lm| DpoStep { lm, device: dev.clone(), pairs: &eval_pairs, ref_logps: &ref_eval, objective: cfg.objective, loss: cfg.loss.clone(), orpo: orpo.clone(), ptx_coef, padding_free: pf };
     let n_eval = eval_pairs.len();
     let eval_before = if n_eval == 0 { BTreeMap::new() } else { eval_metrics(&eval_step(s.model.lm.as_ref()), n_eval, bs)? };
 
-    let mut step = DpoStep { lm: s.model.lm.as_ref(), device: dev.clone(), pairs: &pairs, ref_logps: &ref_train, objective: cfg.objective, loss: cfg.loss.clone(), orpo: orpo.clone(), ptx_coef };
+    let mut step = DpoStep { lm: s.model.lm.as_ref(), device: dev.clone(), pairs: &pairs, ref_logps: &ref_train, objective: cfg.objective, loss: cfg.loss.clone(), orpo: orpo.clone(), ptx_coef, padding_free: pf };
     let mut trainer = make_trainer(cfg, &s.model, resolved)?;
     if resume {
         trainer.resume(&mut step, &mut data)?;

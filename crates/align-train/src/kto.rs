@@ -99,8 +99,8 @@ pub fn tokenize_unpaired(tok: &Tokenizer, tmpl: &ChatTemplate, examples: &[Examp
 }
 
 /// Reference log-probs of every item: (completion, KL sequence).
-pub fn reference_logps(lm: &dyn CausalLm, items: &[KtoItem], batch: usize, dev: &Device) -> Result<Vec<(f32, f32)>> {
-    crate::dpo::paired_logps(lm, &items.iter().map(|it| (&it.seq, &it.kl_seq)).collect::<Vec<_>>(), batch, dev)
+pub fn reference_logps(lm: &dyn CausalLm, items: &[KtoItem], batch: usize, padding_free: bool, dev: &Device) -> Result<Vec<(f32, f32)>> {
+    crate::dpo::paired_logps(lm, &items.iter().map(|it| (&it.seq, &it.kl_seq)).collect::<Vec<_>>(), batch, padding_free, dev)
 }
 
 pub struct KtoStep<'a> {
@@ -110,6 +110,8 @@ pub struct KtoStep<'a> {
     pub ref_logps: &'a [(f32, f32)],
     pub cfg: KtoConfig,
     pub ptx_coef: f64,
+    /// [`crate::dpo::PrefData::padding_free`].
+    pub padding_free: bool,
 }
 
 impl KtoStep<'_> {
@@ -118,9 +120,9 @@ impl KtoStep<'_> {
         let n = idx.len();
         let seqs: Vec<Seq> = idx.iter().map(|&i| self.items[i].seq.clone()).collect();
         let kl_seqs: Vec<Seq> = idx.iter().map(|&i| self.items[i].kl_seq.clone()).collect();
-        let (policy, _, _) = completion_logps(self.lm, &seqs, &self.device)?;
+        let (policy, _, _) = completion_logps(self.lm, &seqs, self.padding_free, &self.device)?;
         // TRL computes the KL sequences' log-probs without gradient.
-        let kl_policy = completion_logps(self.lm, &kl_seqs, &self.device)?.0.detach();
+        let kl_policy = completion_logps(self.lm, &kl_seqs, self.padding_free, &self.device)?.0.detach();
         let col = |f: fn(&(f32, f32)) -> f32| Tensor::from_vec(idx.iter().map(|&i| f(&self.ref_logps[i])).collect::<Vec<_>>(), n, &self.device);
         let (reference, kl_ref) = (col(|r| r.0)?, col(|r| r.1)?);
         let desirable = Tensor::from_vec(idx.iter().map(|&i| self.items[i].desirable as u8 as f32).collect::<Vec<_>>(), n, &self.device)?;
@@ -174,15 +176,16 @@ pub fn run(cfg: &DpoConfig, resume: bool, resolved: &str) -> Result<DpoSummary> 
     }
     check_balance(&items, &cfg.kto);
     let bs = cfg.data.batch_size;
+    let pf = cfg.data.padding_free;
     let (ref_train, ref_eval): (Vec<(f32, f32)>, Vec<(f32, f32)>) =
-        cached_reference(cfg, &s.model, &dev, |lm| Ok((reference_logps(lm, &items, bs, &dev)?, reference_logps(lm, &eval_items, bs, &dev)?)))?;
+        cached_reference(cfg, &s.model, &dev, |lm| Ok((reference_logps(lm, &items, bs, pf, &dev)?, reference_logps(lm, &eval_items, bs, pf, &dev)?)))?;
 
     let mut data = prepare_training(cfg, &mut s, items.len(), "kto")?;
     let ptx_coef = cfg.ptx.as_ref().map_or(0.0, |p| p.coef);
-    let eval_step = |lm| KtoStep { lm, device: dev.clone(), items: &eval_items, ref_logps: &ref_eval, cfg: cfg.kto.clone(), ptx_coef };
+    let eval_step = |lm| KtoStep { lm, device: dev.clone(), items: &eval_items, ref_logps: &ref_eval, cfg: cfg.kto.clone(), ptx_coef, padding_free: pf };
     let n_eval = eval_items.len();
     let eval_before = if n_eval == 0 { BTreeMap::new() } else { eval_metrics(&eval_step(s.model.lm.as_ref()), n_eval, bs)? };
-    let mut step = KtoStep { lm: s.model.lm.as_ref(), device: dev.clone(), items: &items, ref_logps: &ref_train, cfg: cfg.kto.clone(), ptx_coef };
+    let mut step = KtoStep { lm: s.model.lm.as_ref(), device: dev.clone(), items: &items, ref_logps: &ref_train, cfg: cfg.kto.clone(), ptx_coef, padding_free: pf };
     let mut trainer = make_trainer(cfg, &s.model, resolved)?;
     if resume {
         trainer.resume(&mut step, &mut data)?;

@@ -53,22 +53,29 @@ fn dpo_learns_the_preference_and_caches_the_reference() {
 
 #[test]
 /// Three optimizer steps (after the first, AdamW's update depends on gradient magnitudes, not
-/// only signs), each over the same 8 pairs: as one micro-batch, or as 8 accumulated.
+/// only signs), each over the same 8 pairs: as one micro-batch, or as 8 accumulated. With padded
+/// rows the two agree to 1e-6; with `padding_free` (the default) the one micro-batch sums each
+/// sequence's log-probs through the packing's ownership matmul, a different order of float
+/// additions, so to 1e-5 (an accumulation bug would show as ~1e-3).
 fn grad_accumulation_1x8_equals_8x1() {
-    let d = tempfile::tempdir().unwrap();
-    setup(d.path());
-    let mut a = config(d.path(), "a", "");
-    a.train.max_steps = 3;
-    let mut b = config(d.path(), "b", "grad_accum = 8\n");
-    b.train.max_steps = 3;
-    b.data.batch_size = 1;
-    run(&a, false, "").unwrap();
-    run(&b, false, "").unwrap();
-    let load = |p: &str| candle_core::safetensors::load(d.path().join(p).join("model/model.safetensors"), &Device::Cpu).unwrap();
-    let (wa, wb) = (load("a"), load("b"));
-    for (k, ta) in &wa {
-        let diff = (ta - &wb[k]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff < 1e-6, "{k}: {diff}");
+    for (padding_free, tol) in [(false, 1e-6), (true, 1e-5)] {
+        let d = tempfile::tempdir().unwrap();
+        setup(d.path());
+        let mut a = config(d.path(), "a", "");
+        a.train.max_steps = 3;
+        a.data.padding_free = padding_free;
+        let mut b = config(d.path(), "b", "grad_accum = 8\n");
+        b.train.max_steps = 3;
+        b.data.batch_size = 1;
+        b.data.padding_free = padding_free;
+        run(&a, false, "").unwrap();
+        run(&b, false, "").unwrap();
+        let load = |p: &str| candle_core::safetensors::load(d.path().join(p).join("model/model.safetensors"), &Device::Cpu).unwrap();
+        let (wa, wb) = (load("a"), load("b"));
+        for (k, ta) in &wa {
+            let diff = (ta - &wb[k]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < tol, "padding_free {padding_free}, {k}: {diff}");
+        }
     }
 }
 
@@ -106,4 +113,48 @@ fn kto_learns_from_unpaired_labels() {
     paired.train.max_steps = 2;
     let s = run(&paired, false, "").unwrap();
     assert_eq!(s.train.kept + s.eval.kept, 96);
+}
+
+/// `padding_free` packs a micro-batch's sequences into shared rows: the summed completion
+/// log-probs, lengths and every parameter's gradient equal those of one padded row per sequence.
+#[test]
+fn padding_free_rows_give_the_padded_logps_and_gradients() {
+    use align_data::formats::{Example, Text};
+    use align_data::{ChatTemplate, Message};
+    use align_train::dpo::completion_logps;
+    use align_train::sft::{tokenize_all, SftData};
+    let texts: Vec<String> = (0..40).map(|i| format!("Question {i}: how do I make bread? Mix flour, water and yeast, then bake it.")).collect();
+    let tok = train_bpe_from_texts(&texts, 400, &DEFAULT_SPECIAL_TOKENS, 2).unwrap();
+    let tmpl = ChatTemplate::from_tokenizer(&tok).unwrap();
+    let answers = ["Yes.", "Mix flour, water and yeast, then bake it for forty minutes in a hot oven.", "No it is green.", "Bake.", "Mix flour and water.", "Question 3: is it blue?"];
+    let ex: Vec<Example> = answers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Example::LanguageModeling { text: Text::Conversation(vec![Message::new("user", format!("Question {i}?")), Message::new("assistant", *a)]) })
+        .collect();
+    let (seqs, _) = tokenize_all(&tok, &tmpl, &ex, &SftData::default()).unwrap();
+    let cap = seqs.iter().map(|s| s.ids.len()).max().unwrap();
+    assert!(align_train::sft::pack(&seqs, cap).len() < seqs.len(), "some sequences share a row");
+    let model = Model::from_config(ModelConfig::Llama(llama_from_dims(tok.vocab_size(), 32, 2, 4, 2, 128)), 7, &Device::Cpu).unwrap();
+    let run = |padding_free: bool| {
+        let (lp, lens, nll) = completion_logps(model.lm.as_ref(), &seqs, padding_free, &Device::Cpu).unwrap();
+        // A loss that weighs the sequences differently, so a mix-up of sequences shows in the gradient.
+        let w = candle_core::Tensor::arange(1f32, seqs.len() as f32 + 1.0, &Device::Cpu).unwrap();
+        let grads = (lp.clone() * w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g: Vec<Vec<f32>> = model.vars().iter().map(|(_, v)| grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
+        (lp.to_vec1::<f32>().unwrap(), lens.to_vec1::<f32>().unwrap(), nll.to_vec1::<f32>().unwrap(), g)
+    };
+    let (lp_a, lens_a, nll_a, g_a) = run(false);
+    let (lp_b, lens_b, nll_b, g_b) = run(true);
+    assert_eq!(lens_a, lens_b);
+    for (a, b) in lp_a.iter().zip(&lp_b).chain(nll_a.iter().zip(&nll_b)) {
+        assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "padded {a} vs packed {b}");
+    }
+    for (ga, gb) in g_a.iter().zip(&g_b) {
+        let scale = ga.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-3);
+        for (a, b) in ga.iter().zip(gb) {
+            assert!((a - b).abs() <= 1e-4 * scale, "gradient {a} vs {b}");
+        }
+    }
+    assert!(g_a.iter().all(|g| g.iter().any(|x| *x != 0.0)), "every parameter gets a gradient");
 }
