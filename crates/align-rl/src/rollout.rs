@@ -98,16 +98,23 @@ pub fn sample(lm: &dyn CausalLm, dev: &Device, prompts: &[Prompt], which: &[usiz
         .collect())
 }
 
-/// Samples laid out for one forward pass.
+/// Samples laid out for one forward pass: one right-padded sample per row, or (`padding_free`)
+/// packed best-fit-decreasing into rows as long as the longest sample, positions restarting and
+/// attention kept inside each sample (`segments`).
 pub struct Packed {
+    /// Samples.
     pub b: usize,
-    /// Longest prompt + response.
+    /// Rows of the forward pass (`b` unless packed).
+    pub rows: usize,
+    /// Row length: the longest prompt + response.
     pub t: usize,
     /// Longest response: the per-token tensors are (B, tr).
     pub tr: usize,
     pub ids: Tensor,
     pub positions: Tensor,
-    /// (B·tr,) indices into the flattened (B·T) positions.
+    /// (rows, t) u32 sample index within its row, `u32::MAX` on padding; `None` unpacked.
+    pub segments: Option<Tensor>,
+    /// (B·tr,) indices into the flattened (rows·t) positions.
     pub gather: Tensor,
     /// (B, tr) response token ids (0 past the end).
     pub targets: Tensor,
@@ -116,35 +123,69 @@ pub struct Packed {
 }
 
 impl Packed {
-    pub fn new(samples: &[&Sample], dev: &Device) -> Result<Self> {
+    pub fn new(samples: &[&Sample], padding_free: bool, dev: &Device) -> Result<Self> {
         let b = samples.len();
-        let t = samples.iter().map(|s| s.prompt_ids.len() + s.response_ids.len()).max().unwrap_or(1);
+        let len = |s: &Sample| s.prompt_ids.len() + s.response_ids.len();
+        let t = samples.iter().map(|s| len(s)).max().unwrap_or(1).max(1);
         let tr = samples.iter().map(|s| s.response_ids.len()).max().unwrap_or(1).max(1);
-        let (mut ids, mut gather, mut targets, mut mask) = (vec![0u32; b * t], vec![0u32; b * tr], vec![0u32; b * tr], vec![0f32; b * tr]);
-        for (r, s) in samples.iter().enumerate() {
+        // (row, offset in the row) of each sample.
+        let mut place = vec![(0usize, 0usize); b];
+        let rows = if padding_free {
+            let lens: Vec<usize> = samples.iter().map(|s| len(s)).collect();
+            let bins = align_train::sft::pack_lengths(&lens, t);
+            for (r, bin) in bins.iter().enumerate() {
+                let mut off = 0;
+                for &i in bin {
+                    place[i] = (r, off);
+                    off += lens[i];
+                }
+            }
+            bins.len()
+        } else {
+            for (i, p) in place.iter_mut().enumerate() {
+                *p = (i, 0);
+            }
+            b
+        };
+        let packed = rows < b;
+        let (mut ids, mut positions, mut segments) = (vec![0u32; rows * t], vec![0u32; rows * t], vec![u32::MAX; rows * t]);
+        let (mut gather, mut targets, mut mask) = (vec![0u32; b * tr], vec![0u32; b * tr], vec![0f32; b * tr]);
+        let mut seg_in_row = vec![0u32; rows];
+        for (i, s) in samples.iter().enumerate() {
             let p = s.prompt_ids.len();
             if p == 0 {
                 return Err(TrainError::Config("a prompt rendered to zero tokens".into()));
             }
+            let (r, off) = place[i];
+            let start = r * t + off;
+            let seg = seg_in_row[r];
+            seg_in_row[r] += 1;
             for (j, &x) in s.prompt_ids.iter().chain(&s.response_ids).enumerate() {
-                ids[r * t + j] = x;
+                ids[start + j] = x;
+                positions[start + j] = j as u32;
+                segments[start + j] = seg;
             }
             for (j, &x) in s.response_ids.iter().enumerate() {
-                gather[r * tr + j] = (r * t + p + j - 1) as u32;
-                targets[r * tr + j] = x;
-                mask[r * tr + j] = 1.0;
+                gather[i * tr + j] = (start + p + j - 1) as u32;
+                targets[i * tr + j] = x;
+                mask[i * tr + j] = 1.0;
             }
             for j in s.response_ids.len()..tr {
-                gather[r * tr + j] = (r * t) as u32;
+                gather[i * tr + j] = start as u32;
             }
         }
-        let positions: Vec<u32> = (0..b).flat_map(|_| 0..t as u32).collect();
+        if !packed {
+            // One sample per row: positions run on through the padding, as before packing existed.
+            positions = (0..rows).flat_map(|_| 0..t as u32).collect();
+        }
         Ok(Self {
             b,
+            rows,
             t,
             tr,
-            ids: Tensor::from_vec(ids, (b, t), dev)?,
-            positions: Tensor::from_vec(positions, (b, t), dev)?,
+            ids: Tensor::from_vec(ids, (rows, t), dev)?,
+            positions: Tensor::from_vec(positions, (rows, t), dev)?,
+            segments: if packed { Some(Tensor::from_vec(segments, (rows, t), dev)?) } else { None },
             gather: Tensor::from_vec(gather, b * tr, dev)?,
             targets: Tensor::from_vec(targets, (b, tr), dev)?,
             mask: Tensor::from_vec(mask, (b, tr), dev)?,
@@ -154,9 +195,11 @@ impl Packed {
     /// Hidden states of `lm` at the response columns: (B, tr, C). Right padding needs no key
     /// mask: a causal model's outputs at real positions never see the pads after them.
     pub fn hidden(&self, lm: &dyn CausalLm) -> Result<Tensor> {
-        let h = lm.forward_hidden(&ForwardArgs::new(&self.ids, &self.positions), None)?;
+        let mut args = ForwardArgs::new(&self.ids, &self.positions);
+        args.segments = self.segments.as_ref();
+        let h = lm.forward_hidden(&args, None)?;
         let c = h.dim(2)?;
-        Ok(h.reshape((self.b * self.t, c))?.index_select(&self.gather, 0)?.reshape((self.b, self.tr, c))?)
+        Ok(h.reshape((self.rows * self.t, c))?.index_select(&self.gather, 0)?.reshape((self.b, self.tr, c))?)
     }
 
     /// Log-probs (B, tr) of the response tokens under `logits / temperature`, and the entropy

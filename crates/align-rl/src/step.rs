@@ -30,7 +30,7 @@ impl Step<Minibatch> for RlStep<'_> {
         let cfg = self.cfg;
         let dev = &self.device;
         let samples: Vec<&Sample> = mb.items.iter().map(|e| &e.sample).collect();
-        let p = Packed::new(&samples, dev)?;
+        let p = Packed::new(&samples, cfg.padding_free, dev)?;
         let h = p.hidden(self.policy)?;
         let (logp, _) = p.logps(self.policy, &h, cfg.sampling.temperature as f64, false)?;
         let col = |f: fn(&crate::stream::Experience) -> &Vec<f32>| pad_rows(&mb.items.iter().map(f).collect::<Vec<_>>(), p.tr, dev);

@@ -247,7 +247,7 @@ impl<'a> RolloutStream<'a> {
         let (mut old, mut refl, mut vals) = (vec![], vec![], vec![]);
         for chunk in samples.chunks(cfg.forward_batch_size.max(1)) {
             let refs: Vec<&Sample> = chunk.iter().collect();
-            let p = Packed::new(&refs, &self.device)?;
+            let p = Packed::new(&refs, cfg.padding_free, &self.device)?;
             let h = p.hidden(self.policy)?.detach();
             old.extend(rows(&p.logps(self.policy, &h, cfg.sampling.temperature as f64, false)?.0.detach(), &refs)?);
             let hr = p.hidden(self.reference)?.detach();
@@ -274,7 +274,7 @@ impl<'a> RolloutStream<'a> {
         let refs: Vec<&Sample> = samples.iter().collect();
         let tr = refs.iter().map(|s| s.response_ids.len()).max().unwrap_or(1);
         let dev = &self.device;
-        let mask = Packed::new(&refs, dev)?.mask;
+        let mask = Packed::new(&refs, false, dev)?.mask;
         let old_t = pad_rows(&old.iter().collect::<Vec<_>>(), tr, dev)?;
         let ref_t = pad_rows(&refl.iter().collect::<Vec<_>>(), tr, dev)?;
         let kl_tok = (kl_per_token(&old_t, &ref_t, cfg.ppo.kl_estimator)? * &mask)?;

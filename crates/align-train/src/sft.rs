@@ -208,11 +208,16 @@ pub fn tokenize_all(tok: &Tokenizer, tmpl: &ChatTemplate, examples: &[Example], 
 /// Best-fit-decreasing packing of sequences into bins of at most `cap` tokens (TRL's "bfd"),
 /// deterministic: returns the sequence indices of each bin.
 pub fn pack(seqs: &[Seq], cap: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..seqs.len()).collect();
-    order.sort_by(|&a, &b| seqs[b].ids.len().cmp(&seqs[a].ids.len()).then(a.cmp(&b)));
+    pack_lengths(&seqs.iter().map(|s| s.ids.len()).collect::<Vec<_>>(), cap)
+}
+
+/// [`pack`] over lengths: items longest first (ties by index), each into the fullest bin it fits.
+pub fn pack_lengths(lens: &[usize], cap: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by(|&a, &b| lens[b].cmp(&lens[a]).then(a.cmp(&b)));
     let mut bins: Vec<(usize, Vec<usize>)> = vec![]; // (free space, members)
     for i in order {
-        let n = seqs[i].ids.len();
+        let n = lens[i];
         let best = bins.iter_mut().filter(|(free, _)| *free >= n).min_by_key(|(free, _)| *free);
         match best {
             Some((free, members)) => {

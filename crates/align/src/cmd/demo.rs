@@ -534,6 +534,7 @@ fn ppo_config(out_dir: &Path, sft: &Path, rm: &Path, gym: &Path, eval_prompts: P
         grpo: Default::default(),
         ptx: None,
         forward_batch_size: 32,
+        padding_free: true,
         train,
     }
 }
