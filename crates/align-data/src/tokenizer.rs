@@ -547,11 +547,22 @@ pub fn train_bpe(
     special_tokens: &[&str],
     min_frequency: u64,
 ) -> Result<Tokenizer> {
+    train_bpe_opts(files, vocab_size, special_tokens, min_frequency, false)
+}
+
+/// [`train_bpe`], optionally splitting numbers into single digits ([`train_bpe_from_texts_opts`]).
+pub fn train_bpe_opts(
+    files: &[PathBuf],
+    vocab_size: usize,
+    special_tokens: &[&str],
+    min_frequency: u64,
+    split_digits: bool,
+) -> Result<Tokenizer> {
     let mut docs = Vec::new();
     for f in files {
         docs.extend(read_text_documents(f)?);
     }
-    train_bpe_from_texts(&docs, vocab_size, special_tokens, min_frequency)
+    train_bpe_from_texts_opts(&docs, vocab_size, special_tokens, min_frequency, split_digits)
 }
 
 /// [`train_bpe`] on documents in memory.
@@ -560,6 +571,30 @@ pub fn train_bpe_from_texts(
     vocab_size: usize,
     special_tokens: &[&str],
     min_frequency: u64,
+) -> Result<Tokenizer> {
+    train_bpe_from_texts_opts(docs, vocab_size, special_tokens, min_frequency, false)
+}
+
+/// The pre-tokenizer that splits numbers into digits: every digit (with the space before it, if
+/// any) is its own piece, then GPT-2's byte-level regex. "in 1895" → `in`, `Ġ1`, `8`, `9`, `5`, as
+/// LLaMA ("we split all numbers into individual digits") and Qwen2 (`\p{N}` pieces) do.
+fn digit_splitting_pre_tokenizer() -> Result<PreTokenizerWrapper> {
+    use tokenizers::pre_tokenizers::sequence::Sequence;
+    use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+    use tokenizers::SplitDelimiterBehavior;
+    let split = Split::new(SplitPattern::Regex(r" ?\p{N}".into()), SplitDelimiterBehavior::Isolated, false)
+        .map_err(|e| DataError::tok("digit pre-tokenizer", e))?;
+    Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![split.into(), ByteLevel::new(false, true, true).into()])))
+}
+
+/// [`train_bpe_from_texts`]; with `split_digits` no token holds more than one digit
+/// ([`digit_splitting_pre_tokenizer`]), so every number is spelt the same way digit by digit.
+pub fn train_bpe_from_texts_opts(
+    docs: &[String],
+    vocab_size: usize,
+    special_tokens: &[&str],
+    min_frequency: u64,
+    split_digits: bool,
 ) -> Result<Tokenizer> {
     let Some(&first) = special_tokens.first() else {
         return Err(DataError::Invalid(
@@ -592,7 +627,11 @@ pub fn train_bpe_from_texts(
 
     let byte_level = ByteLevel::new(false, true, true);
     let mut inner = tokenizers::Tokenizer::new(BPE::default());
-    inner.with_pre_tokenizer(Some(byte_level));
+    if split_digits {
+        inner.with_pre_tokenizer(Some(digit_splitting_pre_tokenizer()?));
+    } else {
+        inner.with_pre_tokenizer(Some(byte_level));
+    }
     inner.with_decoder(Some(ByteLevelDecoder::new(false, true, true)));
     inner.with_post_processor(Some(byte_level));
     inner
@@ -819,6 +858,31 @@ mod tests {
         std::fs::write(d.path().join("c.jsonl"), jsonl).unwrap();
         let c = train_bpe(&[d.path().join("c.jsonl")], 320, &DEFAULT_SPECIAL_TOKENS, 1).unwrap();
         assert_eq!(ja, c.inner().to_string(false).unwrap());
+    }
+
+    #[test]
+    fn split_digits_keeps_one_digit_per_token() {
+        // Numbers repeat often enough that plain BPE merges them ("1895" as one or two tokens).
+        let docs: Vec<String> = (0..80)
+            .map(|i| format!("The tower was built in 1895 and is {} meters tall, {} in all.\n", 100 + i % 4, 2048 + i % 3).repeat(3))
+            .collect();
+        let digits = |t: &Tokenizer| (0..t.vocab_size() as u32).filter_map(|i| t.id_to_token(i)).filter(|s| s.chars().filter(|c| c.is_ascii_digit()).count() > 1).count();
+        let plain = train_bpe_from_texts(&docs, 320, &DEFAULT_SPECIAL_TOKENS, 2).unwrap();
+        assert!(digits(&plain) > 0, "plain BPE merges digits");
+        let tok = train_bpe_from_texts_opts(&docs, 320, &DEFAULT_SPECIAL_TOKENS, 2, true).unwrap();
+        assert_eq!(digits(&tok), 0, "no token holds two digits");
+        let text = "built in 1895, 102 meters";
+        let ids = tok.encode(text, false).unwrap();
+        let pieces: Vec<String> = ids.iter().map(|&i| tok.id_to_token(i).unwrap()).collect();
+        let at = pieces.iter().position(|p| p == "Ġ1").expect("the space stays with the first digit");
+        assert_eq!(&pieces[at..at + 5], ["Ġ1", "8", "9", "5", ","]);
+        assert_eq!(tok.decode(&ids, false).unwrap(), text);
+        assert!(tok.encode("The tower was built", false).unwrap().len() < 5, "words still merge");
+        // The pre-tokenizer is saved in tokenizer.json, so a reload splits the same way.
+        let d = tempfile::tempdir().unwrap();
+        tok.save_dir(d.path()).unwrap();
+        let back = Tokenizer::from_dir(d.path()).unwrap();
+        assert_eq!(back.encode(text, false).unwrap(), ids);
     }
 
     #[test]

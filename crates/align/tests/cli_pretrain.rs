@@ -104,3 +104,20 @@ fn bad_configs_fail_with_a_message_and_no_panic() {
     }
     assert!(!d.path().join("run/model").exists(), "a failed run must not write a model");
 }
+
+#[test]
+fn tokenizer_train_can_split_digits() {
+    let d = tempfile::tempdir().unwrap();
+    let lines: String = (0..400).map(|i| format!("The gate was built in 1895 and is {} meters tall.\n", 100 + i % 9)).collect();
+    std::fs::write(d.path().join("c.txt"), lines).unwrap();
+    let tokens = |dir: &str| -> Vec<String> {
+        let out = ok(&align(&["tokenizer", "encode", "--tokenizer", dir, "--text", "built in 1895", "--no-special-tokens"], d.path()));
+        let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        v["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
+    };
+    ok(&align(&["tokenizer", "train", "--data", "c.txt", "--vocab-size", "300", "--out", "plain"], d.path()));
+    ok(&align(&["tokenizer", "train", "--data", "c.txt", "--vocab-size", "300", "--out", "digits", "--split-digits"], d.path()));
+    let plain = tokens("plain");
+    assert!(plain.iter().any(|t| t.chars().filter(|c| c.is_ascii_digit()).count() > 1), "{plain:?}");
+    assert_eq!(tokens("digits").iter().rev().take(4).rev().cloned().collect::<Vec<_>>(), ["Ġ1", "8", "9", "5"]);
+}

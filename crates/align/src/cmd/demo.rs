@@ -6,7 +6,7 @@
 //! `DONE` marker last, so a killed demo resumes where it stopped (`--fresh` starts over). Every
 //! knob is in [`DemoConfig`], overridable with `--config FILE` or `--set key=value`.
 
-use align_data::{tokenizer::train_bpe, DEFAULT_SPECIAL_TOKENS};
+use align_data::{tokenizer::train_bpe_opts, DEFAULT_SPECIAL_TOKENS};
 use align_eval::evaluate::{evaluate_model, StageEval};
 use align_eval::gym::balanced_subset;
 use align_eval::respond::PromptStyle;
@@ -59,6 +59,10 @@ pub struct DemoConfig {
     pub sft_behaviour_share: f64,
     /// BPE vocabulary trained on the gym's pretraining corpus.
     pub vocab_size: usize,
+    /// Split numbers into single digits in the tokenizer (LLaMA's and Qwen2's choice). Off: on
+    /// seeds 0–2 it made the SFT model say "I don't know" to 23–47% of unseen names (0–1% before)
+    /// but DPO's abstention on them fell below 70% on two seeds (docs/dpo.md, "Digits").
+    pub split_digits: bool,
     pub model: ModelSpec,
     pub pretrain_data: DataConfig,
     pub pretrain: TrainConfig,
@@ -101,6 +105,10 @@ pub struct DemoConfig {
     /// confident falsehood — which hides the loss of what the model could do (docs/rl.md has
     /// every family).
     pub hacking_eval_families: Vec<String>,
+    /// The train families whose prompts the hacking runs roll out on (empty: every family, as
+    /// TRL trains on a prompt set). Leaving out unknown names did not stop the "I don't know" hack
+    /// on facts (docs/rl.md, "Rolling out only on the families where hacking is measured").
+    pub hacking_train_families: Vec<String>,
     /// Held-out prompts answered greedily every 5 rollouts of the PPO runs (eval/gold, eval/score).
     pub rl_eval_prompts: usize,
     /// Matmul precision of every training stage: "auto" (bf16 with f32 master weights and
@@ -122,6 +130,7 @@ impl Default for DemoConfig {
         DemoConfig {
             sft_behaviour_share: GymConfig::default().sft_behaviour_share,
             vocab_size: 2048,
+            split_digits: false,
             model: ModelSpec { d_model: 128, n_layers: 4, n_heads: 4, ..ModelSpec::default() },
             pretrain_data: DataConfig { seq_len: 256, batch_size: 16, eval_fraction: 0.02, eval_batches: 8, ..DataConfig::default() },
             // 1,000 steps (~14 passes over the ~285k-token corpus). At 300 steps the SFT model often
@@ -194,6 +203,7 @@ impl Default for DemoConfig {
             hacking_train: rl_loop(3e-5, 200),
             rl_eval_prompts: 200,
             hacking_eval_families: ["how_to", "email", "list_sort", "benign_lookalike", "fact"].map(String::from).to_vec(),
+            hacking_train_families: vec![],
             matmul_precision: "auto".into(),
             eval_per_family: 40,
             eval_max_new_tokens: 64,
@@ -274,7 +284,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let tok_dir = out.join("tokenizer");
     stage("train a byte-level BPE tokenizer", 2, n);
     if !done(&tok_dir) {
-        let tok = train_bpe(&[gym.join("pretrain.txt")], cfg.vocab_size, &DEFAULT_SPECIAL_TOKENS, 2)?;
+        let tok = train_bpe_opts(&[gym.join("pretrain.txt")], cfg.vocab_size, &DEFAULT_SPECIAL_TOKENS, 2, cfg.split_digits)?;
         tok.save_dir(&tok_dir)?;
         mark_done(&tok_dir, &serde_json::json!({"vocab_size": tok.vocab_size()}))?;
     }
@@ -417,14 +427,17 @@ pub fn run(args: DemoArgs) -> Result<()> {
         // `hacking_eval_families`).
         let hack_eval = hack.join("eval_prompts.jsonl");
         if !hack_eval.exists() {
-            let text = std::fs::read_to_string(gym.join("prompts/eval.jsonl"))?;
-            let keep: String = text
-                .lines()
-                .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v.get("family")?.as_str().map(String::from)).is_some_and(|f| cfg.hacking_eval_families.contains(&f)))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            align_core::atomic::write_atomic(&hack_eval, keep.as_bytes())?;
+            write_family_subset(&gym.join("prompts/eval.jsonl"), &hack_eval, &cfg.hacking_eval_families)?;
         }
+        let hack_train = if cfg.hacking_train_families.is_empty() {
+            gym.join("prompts/train.jsonl")
+        } else {
+            let p = hack.join("train_prompts.jsonl");
+            if !p.exists() {
+                write_family_subset(&gym.join("prompts/train.jsonl"), &p, &cfg.hacking_train_families)?;
+            }
+            p
+        };
         let hrm = hack.join("rm");
         if !done(&hrm) {
             let rc = RmConfig {
@@ -442,7 +455,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         for (variant, kl_coef) in [("kl 0".to_string(), 0.0), (format!("kl {} (default)", cfg.ppo.kl_coef), cfg.ppo.kl_coef)] {
             let dir = hack.join(&variant);
             if !done(&dir) {
-                let pc = ppo_config(&dir, &sft, &hrm, &gym, hack_eval.clone(), &cfg, align_rl::config::PpoConfig { kl_coef, ..cfg.ppo.clone() }, TrainConfig { seed, ..cfg.hacking_train.clone() }, seed);
+                let mut pc = ppo_config(&dir, &sft, &hrm, &gym, hack_eval.clone(), &cfg, align_rl::config::PpoConfig { kl_coef, ..cfg.ppo.clone() }, TrainConfig { seed, ..cfg.hacking_train.clone() }, seed);
+                pc.prompts = vec![hack_train.clone()];
                 let s = align_rl::run(&pc, true, &toml::to_string_pretty(&pc)?)?;
                 eprintln!("PPO, {variant}: {} in {:.0} s", held_out(&s), s.seconds);
                 mark_done(&dir, &s)?;
@@ -507,6 +521,19 @@ fn stage_key(name: &str) -> String {
         Some((_, rest)) if name.starts_with("aligned") => rest.trim_end_matches(')').to_lowercase(),
         _ => name.split_whitespace().next().unwrap_or(name).to_lowercase(),
     }
+}
+
+/// Copy the prompt lines of `src` whose `family` is one of `families` to `dst` (atomically).
+fn write_family_subset(src: &Path, dst: &Path, families: &[String]) -> Result<()> {
+    let text = std::fs::read_to_string(src).with_context(|| format!("reading {}", src.display()))?;
+    let keep: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v.get("family")?.as_str().map(String::from)).is_some_and(|f| families.contains(&f)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    anyhow::ensure!(!keep.is_empty(), "no prompt of {} is in the families {families:?}", src.display());
+    align_core::atomic::write_atomic(dst, keep.as_bytes())?;
+    Ok(())
 }
 
 /// `seconds` of a stage's summary.json (0 when missing).
@@ -698,5 +725,25 @@ mod tests {
         assert_eq!(c.dpo.max_steps, d.dpo.max_steps);
         // demo_config.toml records the whole resolved config.
         assert_eq!(resolved["sft"]["lr"].as_float(), Some(d.sft.lr));
+        // Lists and booleans of the demo's own keys too.
+        let sets = ["hacking_train_families=[\"fact\", \"email\"]".to_string(), "split_digits=true".to_string()];
+        let (c, _): (DemoConfig, toml::Value) = crate::config::load_over_defaults(None, &sets).unwrap();
+        assert_eq!(c.hacking_train_families, ["fact", "email"]);
+        assert!(c.split_digits && !d.split_digits && d.hacking_train_families.is_empty());
+    }
+
+    #[test]
+    fn a_family_subset_keeps_only_those_families() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("p.jsonl");
+        let lines = [r#"{"id":"a","family":"fact"}"#, r#"{"id":"b","family":"email"}"#, r#"{"id":"c","family":"unknown"}"#, r#"{"id":"d","family":"fact"}"#];
+        std::fs::write(&src, lines.join("\n") + "\n").unwrap();
+        let dst = d.path().join("q.jsonl");
+        write_family_subset(&src, &dst, &["fact".into(), "unknown".into()]).unwrap();
+        let kept = std::fs::read_to_string(&dst).unwrap();
+        assert_eq!(kept, format!("{}\n{}\n{}\n", lines[0], lines[2], lines[3]));
+        let e = write_family_subset(&src, &d.path().join("r.jsonl"), &["harmful".into()]).unwrap_err().to_string();
+        assert!(e.contains("no prompt") && e.contains("harmful"), "{e}");
+        assert!(!d.path().join("r.jsonl").exists(), "nothing written on an error");
     }
 }

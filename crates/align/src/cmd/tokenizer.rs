@@ -1,6 +1,6 @@
 //! `align tokenizer train|encode`: train a byte-level BPE tokenizer, or look at how text encodes.
 
-use align_data::tokenizer::{train_bpe, Tokenizer, DEFAULT_SPECIAL_TOKENS};
+use align_data::tokenizer::{train_bpe_opts, Tokenizer, DEFAULT_SPECIAL_TOKENS};
 use anyhow::Context;
 use std::path::PathBuf;
 
@@ -22,6 +22,9 @@ pub enum TokenizerCmd {
         /// A pair must occur at least this often to be merged.
         #[arg(long, default_value_t = 2)]
         min_frequency: u64,
+        /// Split numbers into single digits (LLaMA, Qwen2): no token holds two digits.
+        #[arg(long)]
+        split_digits: bool,
     },
     /// Print the token ids (JSON) and tokens of --text.
     Encode {
@@ -43,8 +46,9 @@ pub fn run(cmd: TokenizerCmd) -> anyhow::Result<()> {
             vocab_size,
             out,
             min_frequency,
+            split_digits,
         } => {
-            let tok = train_bpe(&data, vocab_size, &DEFAULT_SPECIAL_TOKENS, min_frequency)
+            let tok = train_bpe_opts(&data, vocab_size, &DEFAULT_SPECIAL_TOKENS, min_frequency, split_digits)
                 .context("training the tokenizer")?;
             tok.save_dir(&out)
                 .with_context(|| format!("saving the tokenizer to {}", out.display()))?;
