@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-$(nproc)}"
+# A clean checkout gains nothing from incremental-compilation data (GBs on disk); set it to 1 to keep it.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # The OpenAI Python client for crates/align-serve/tests/python_client.rs (pinned, in a venv).
 if [ "${ALIGN_SKIP_PYTHON:-0}" != "1" ]; then bash scripts/serve/setup.sh; fi
 # Headless Chromium + playwright-core for the browser tests; ALIGN_SKIP_BROWSER=1 skips both.
