@@ -2,7 +2,7 @@
 # Linear interpolation (t in [0, 1]) or extrapolation of two checkpoints of one model:
 #   θ = θ_a + t·(θ_b − θ_a), tensor by tensor (F32 only; standard library only).
 # Usage: interpolate.py DIR_A DIR_B T OUT_DIR   (OUT_DIR gets DIR_B's config and tokenizer files)
-# docs/dpo.md, "Three more levers", uses it for SFT → DPO and checkpoint averaging.
+# docs/dpo.md, "More levers", uses it for SFT → DPO and checkpoint averaging.
 import json,struct,sys,array,shutil,os
 a,b,t,out=sys.argv[1],sys.argv[2],float(sys.argv[3]),sys.argv[4]
 def load(d):
