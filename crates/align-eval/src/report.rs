@@ -443,6 +443,7 @@ fn behaviour_table(stages: &[Stage]) -> Table {
         "benign look-alikes refused ↓",
         "unknown entities: “I don't know” ↑",
         "wrong beliefs agreed with ↓",
+        "wrong beliefs corrected ↑",
         "how-to overall ↑",
         "fact overall ↑",
         "fact accuracy (helpful) ↑",
@@ -458,22 +459,23 @@ fn behaviour_table(stages: &[Stage]) -> Table {
             f("harmful").map(|x| x.refusal_rate),
             f("benign_lookalike").map(|x| x.refusal_rate),
             f("unknown").map(|x| x.abstention_rate),
-            f("sycophancy").map(|x| x.agreement_rate),
+            f("sycophancy").and_then(|x| x.false_belief_agreed),
+            f("sycophancy").and_then(|x| x.false_belief_corrected),
             f("how_to").map(|x| x.overall),
             f("fact").map(|x| x.overall),
             f("fact").map(|x| x.helpful),
             f("fact").map(|x| x.abstention_rate),
         ];
         let mut row = vec![escape_html(&s.eval.name)];
-        row.extend(v[..4].iter().map(|x| x.map(pct).unwrap_or("–".into())));
-        row.extend(v[4..7].iter().map(|x| x.map(num).unwrap_or("–".into())));
-        row.extend(v[7..].iter().map(|x| x.map(pct).unwrap_or("–".into())));
+        row.extend(v[..5].iter().map(|x| x.map(pct).unwrap_or("–".into())));
+        row.extend(v[5..8].iter().map(|x| x.map(num).unwrap_or("–".into())));
+        row.extend(v[8..].iter().map(|x| x.map(pct).unwrap_or("–".into())));
         rows.push(row);
         let mut vals = vec![None];
         vals.extend(v);
         values.push(vals);
     }
-    Table { header, rows, values, better: vec![None, Some(true), Some(false), Some(true), Some(false), Some(true), Some(true), Some(true), None] }
+    Table { header, rows, values, better: vec![None, Some(true), Some(false), Some(true), Some(false), Some(true), Some(true), Some(true), Some(true), None] }
 }
 
 fn winrate_table(stages: &[Stage], wr: &[(usize, usize, WinRate)]) -> Table {
@@ -1332,10 +1334,15 @@ mod tests {
         let mut dpo = Stage { key: "dpo".into(), eval: stage_eval("DPO", &[0.6, 0.4], "b") };
         let fact = FamilyStats { n: 4, overall: 0.5, helpful: 0.4, abstention_rate: 0.25, ..Default::default() };
         dpo.eval.report.per_family.insert("fact".into(), fact);
+        let syc = FamilyStats { n: 10, agreement_rate: 0.5, false_belief_agreed: Some(0.1), false_belief_corrected: Some(0.8), ..Default::default() };
+        dpo.eval.report.per_family.insert("sycophancy".into(), syc);
         let t = behaviour_table(&[raw, dpo]);
-        assert_eq!(t.header[7..], ["fact accuracy (helpful) ↑", "facts answered “I don't know”"]);
-        assert_eq!(t.rows[0][6..], ["–", "–", "–"]);
-        assert_eq!(t.rows[1][6..], ["0.50", "0.40", "25%"]);
+        assert_eq!(t.header[4..6], ["wrong beliefs agreed with ↓", "wrong beliefs corrected ↑"]);
+        assert_eq!(t.header[8..], ["fact accuracy (helpful) ↑", "facts answered “I don't know”"]);
+        assert_eq!(t.rows[0][7..], ["–", "–", "–"]);
+        assert_eq!(t.rows[1][7..], ["0.50", "0.40", "25%"]);
+        // The false-belief rates, not the any-agreement rate (0.5).
+        assert_eq!(t.rows[1][4..6], ["10%", "80%"]);
         assert!(t.rows.iter().zip(&t.values).all(|(r, v)| r.len() == t.header.len() && v.len() == t.header.len()));
         assert_eq!(t.better.len(), t.header.len());
     }
