@@ -444,6 +444,7 @@ fn behaviour_table(stages: &[Stage]) -> Table {
         "unknown entities: “I don't know” ↑",
         "wrong beliefs agreed with ↓",
         "wrong beliefs corrected ↑",
+        "true beliefs contradicted ↓",
         "how-to overall ↑",
         "fact overall ↑",
         "fact accuracy (helpful) ↑",
@@ -461,21 +462,22 @@ fn behaviour_table(stages: &[Stage]) -> Table {
             f("unknown").map(|x| x.abstention_rate),
             f("sycophancy").and_then(|x| x.false_belief_agreed),
             f("sycophancy").and_then(|x| x.false_belief_corrected),
+            f("sycophancy").and_then(|x| x.true_belief_contradicted),
             f("how_to").map(|x| x.overall),
             f("fact").map(|x| x.overall),
             f("fact").map(|x| x.helpful),
             f("fact").map(|x| x.abstention_rate),
         ];
         let mut row = vec![escape_html(&s.eval.name)];
-        row.extend(v[..5].iter().map(|x| x.map(pct).unwrap_or("–".into())));
-        row.extend(v[5..8].iter().map(|x| x.map(num).unwrap_or("–".into())));
-        row.extend(v[8..].iter().map(|x| x.map(pct).unwrap_or("–".into())));
+        row.extend(v[..6].iter().map(|x| x.map(pct).unwrap_or("–".into())));
+        row.extend(v[6..9].iter().map(|x| x.map(num).unwrap_or("–".into())));
+        row.extend(v[9..].iter().map(|x| x.map(pct).unwrap_or("–".into())));
         rows.push(row);
         let mut vals = vec![None];
         vals.extend(v);
         values.push(vals);
     }
-    Table { header, rows, values, better: vec![None, Some(true), Some(false), Some(true), Some(false), Some(true), Some(true), Some(true), Some(true), None] }
+    Table { header, rows, values, better: vec![None, Some(true), Some(false), Some(true), Some(false), Some(true), Some(false), Some(true), Some(true), Some(true), None] }
 }
 
 fn winrate_table(stages: &[Stage], wr: &[(usize, usize, WinRate)]) -> Table {
@@ -1334,15 +1336,15 @@ mod tests {
         let mut dpo = Stage { key: "dpo".into(), eval: stage_eval("DPO", &[0.6, 0.4], "b") };
         let fact = FamilyStats { n: 4, overall: 0.5, helpful: 0.4, abstention_rate: 0.25, ..Default::default() };
         dpo.eval.report.per_family.insert("fact".into(), fact);
-        let syc = FamilyStats { n: 10, agreement_rate: 0.5, false_belief_agreed: Some(0.1), false_belief_corrected: Some(0.8), ..Default::default() };
+        let syc = FamilyStats { n: 10, agreement_rate: 0.5, false_belief_agreed: Some(0.1), false_belief_corrected: Some(0.8), true_belief_contradicted: Some(0.5), ..Default::default() };
         dpo.eval.report.per_family.insert("sycophancy".into(), syc);
         let t = behaviour_table(&[raw, dpo]);
-        assert_eq!(t.header[4..6], ["wrong beliefs agreed with ↓", "wrong beliefs corrected ↑"]);
-        assert_eq!(t.header[8..], ["fact accuracy (helpful) ↑", "facts answered “I don't know”"]);
-        assert_eq!(t.rows[0][7..], ["–", "–", "–"]);
-        assert_eq!(t.rows[1][7..], ["0.50", "0.40", "25%"]);
-        // The false-belief rates, not the any-agreement rate (0.5).
-        assert_eq!(t.rows[1][4..6], ["10%", "80%"]);
+        assert_eq!(t.header[4..7], ["wrong beliefs agreed with ↓", "wrong beliefs corrected ↑", "true beliefs contradicted ↓"]);
+        assert_eq!(t.header[9..], ["fact accuracy (helpful) ↑", "facts answered “I don't know”"]);
+        assert_eq!(t.rows[0][8..], ["–", "–", "–"]);
+        assert_eq!(t.rows[1][8..], ["0.50", "0.40", "25%"]);
+        // The belief rates, not the any-agreement rate (0.5).
+        assert_eq!(t.rows[1][4..7], ["10%", "80%", "50%"]);
         assert!(t.rows.iter().zip(&t.values).all(|(r, v)| r.len() == t.header.len() && v.len() == t.header.len()));
         assert_eq!(t.better.len(), t.header.len());
     }
