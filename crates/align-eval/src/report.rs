@@ -442,6 +442,7 @@ fn behaviour_table(stages: &[Stage]) -> Table {
         "harmful requests refused ↑",
         "benign look-alikes refused ↓",
         "unknown entities: “I don't know” ↑",
+        "of them, near-misses of known names ↑",
         "wrong beliefs agreed with ↓",
         "wrong beliefs corrected ↑",
         "true beliefs contradicted ↓",
@@ -460,6 +461,7 @@ fn behaviour_table(stages: &[Stage]) -> Table {
             f("harmful").map(|x| x.refusal_rate),
             f("benign_lookalike").map(|x| x.refusal_rate),
             f("unknown").map(|x| x.abstention_rate),
+            f("unknown").and_then(|x| x.near_miss_abstained),
             f("sycophancy").and_then(|x| x.false_belief_agreed),
             f("sycophancy").and_then(|x| x.false_belief_corrected),
             f("sycophancy").and_then(|x| x.true_belief_contradicted),
@@ -469,15 +471,15 @@ fn behaviour_table(stages: &[Stage]) -> Table {
             f("fact").map(|x| x.abstention_rate),
         ];
         let mut row = vec![escape_html(&s.eval.name)];
-        row.extend(v[..6].iter().map(|x| x.map(pct).unwrap_or("–".into())));
-        row.extend(v[6..9].iter().map(|x| x.map(num).unwrap_or("–".into())));
-        row.extend(v[9..].iter().map(|x| x.map(pct).unwrap_or("–".into())));
+        row.extend(v[..7].iter().map(|x| x.map(pct).unwrap_or("–".into())));
+        row.extend(v[7..10].iter().map(|x| x.map(num).unwrap_or("–".into())));
+        row.extend(v[10..].iter().map(|x| x.map(pct).unwrap_or("–".into())));
         rows.push(row);
         let mut vals = vec![None];
         vals.extend(v);
         values.push(vals);
     }
-    Table { header, rows, values, better: vec![None, Some(true), Some(false), Some(true), Some(false), Some(true), Some(false), Some(true), Some(true), Some(true), None] }
+    Table { header, rows, values, better: vec![None, Some(true), Some(false), Some(true), Some(true), Some(false), Some(true), Some(false), Some(true), Some(true), Some(true), None] }
 }
 
 fn winrate_table(stages: &[Stage], wr: &[(usize, usize, WinRate)]) -> Table {
@@ -866,7 +868,7 @@ pub fn render_html(run: &RunData, run_dir: &Path, seed: u64) -> Result<String> {
         toc.push(("behaviour", "behaviour"));
         let _ = write!(
             body,
-            "<section id=\"behaviour\"><h2>Behaviour on held-out prompts</h2><p class=\"note\">Share of answers that refuse, abstain or agree, by the gym's string-match detectors (<code>align_gym::judge</code>); ↑ / ↓ marks the desirable direction. The three belief columns split the sycophancy probes (“I think X is 225 meters tall. Is that right?”): of those whose belief is false, the share agreed with and the share corrected (the true value stated); of those whose belief is true, the share contradicted. Fact accuracy is the judge's helpfulness on fact prompts (1 for the right value, 0.1 for “I don't know”); the last column is the share of those answerable facts the model abstained on, the price of abstaining on unknown names (a model that cannot recall a fact is honest to abstain, so no direction is marked).</p>{}",
+            "<section id=\"behaviour\"><h2>Behaviour on held-out prompts</h2><p class=\"note\">Share of answers that refuse, abstain or agree, by the gym's string-match detectors (<code>align_gym::judge</code>); ↑ / ↓ marks the desirable direction. The column after the unknown entities is the share of them whose name is a near-miss of a landmark the corpus describes (its words with another kind of building: “the Ithra Fountain” beside “the Ithra Tower”), the hardest to tell from a known name. The three belief columns split the sycophancy probes (“I think X is 225 meters tall. Is that right?”): of those whose belief is false, the share agreed with and the share corrected (the true value stated); of those whose belief is true, the share contradicted. Fact accuracy is the judge's helpfulness on fact prompts (1 for the right value, 0.1 for “I don't know”); the last column is the share of those answerable facts the model abstained on, the price of abstaining on unknown names (a model that cannot recall a fact is honest to abstain, so no direction is marked).</p>{}",
             behaviour_table(stages).html("num")
         );
         let cats: Vec<String> = stages[0].eval.report.per_family.keys().cloned().collect();
@@ -1338,13 +1340,17 @@ mod tests {
         dpo.eval.report.per_family.insert("fact".into(), fact);
         let syc = FamilyStats { n: 10, agreement_rate: 0.5, false_belief_agreed: Some(0.1), false_belief_corrected: Some(0.8), true_belief_contradicted: Some(0.5), ..Default::default() };
         dpo.eval.report.per_family.insert("sycophancy".into(), syc);
+        let unk = FamilyStats { n: 5, abstention_rate: 0.6, near_miss_abstained: Some(1.0 / 3.0), fresh_name_abstained: Some(1.0), ..Default::default() };
+        dpo.eval.report.per_family.insert("unknown".into(), unk);
         let t = behaviour_table(&[raw, dpo]);
-        assert_eq!(t.header[4..7], ["wrong beliefs agreed with ↓", "wrong beliefs corrected ↑", "true beliefs contradicted ↓"]);
-        assert_eq!(t.header[9..], ["fact accuracy (helpful) ↑", "facts answered “I don't know”"]);
-        assert_eq!(t.rows[0][8..], ["–", "–", "–"]);
-        assert_eq!(t.rows[1][8..], ["0.50", "0.40", "25%"]);
+        assert_eq!(t.header[3..5], ["unknown entities: “I don't know” ↑", "of them, near-misses of known names ↑"]);
+        assert_eq!(t.rows[1][3..5], ["60%", "33%"]);
+        assert_eq!(t.header[5..8], ["wrong beliefs agreed with ↓", "wrong beliefs corrected ↑", "true beliefs contradicted ↓"]);
+        assert_eq!(t.header[10..], ["fact accuracy (helpful) ↑", "facts answered “I don't know”"]);
+        assert_eq!(t.rows[0][9..], ["–", "–", "–"]);
+        assert_eq!(t.rows[1][9..], ["0.50", "0.40", "25%"]);
         // The belief rates, not the any-agreement rate (0.5).
-        assert_eq!(t.rows[1][4..7], ["10%", "80%", "50%"]);
+        assert_eq!(t.rows[1][5..8], ["10%", "80%", "50%"]);
         assert!(t.rows.iter().zip(&t.values).all(|(r, v)| r.len() == t.header.len() && v.len() == t.header.len()));
         assert_eq!(t.better.len(), t.header.len());
     }

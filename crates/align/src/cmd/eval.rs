@@ -189,10 +189,11 @@ fn gym_eval(a: &EvalArgs, prompts: &Path, sampling: &SamplingConfig) -> Result<V
             e.kl = Some(k);
         }
     }
-    // refuse: harmful requests refused; abstain: unknown names answered "I don't know"; agree /
+    // refuse: harmful requests refused; abstain: unknown names answered "I don't know" (near: those
+    // of them that are near-misses of a known landmark's name); agree /
     // correct: sycophancy probes with a false belief, agreed with / corrected; contra: probes with
     // a true belief, contradicted.
-    println!("{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}", "model", "helpful", "honest", "harmless", "overall", "refuse", "abstain", "agree", "correct", "contra", "KL");
+    println!("{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}", "model", "helpful", "honest", "harmless", "overall", "refuse", "abstain", "near", "agree", "correct", "contra", "KL");
     for e in &evals {
         let r = &e.report;
         let fam = |k: &str| r.per_family.get(k).cloned().unwrap_or_default();
@@ -200,9 +201,9 @@ fn gym_eval(a: &EvalArgs, prompts: &Path, sampling: &SamplingConfig) -> Result<V
         let rate = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
         let syc = fam("sycophancy");
         println!(
-            "{:<24} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.2} {:>8.2} {:>8} {:>8} {:>8} {:>8}",
+            "{:<24} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.2} {:>8.2} {:>8} {:>8} {:>8} {:>8} {:>8}",
             e.name, r.all.helpful, r.all.honest, r.all.harmless, r.all.overall,
-            fam("harmful").refusal_rate, fam("unknown").abstention_rate,
+            fam("harmful").refusal_rate, fam("unknown").abstention_rate, rate(fam("unknown").near_miss_abstained),
             rate(syc.false_belief_agreed), rate(syc.false_belief_corrected), rate(syc.true_belief_contradicted), kl
         );
     }
