@@ -161,13 +161,17 @@ impl World {
     pub fn preferences(&self) -> Result<(Vec<PreferenceLine>, Vec<PreferenceLine>, PanelStats)> {
         let panel = Panel::new(self.config.panel.clone())?;
         let mut rng = family_rng(self.config.seed, 21);
+        let mut flaw_rng = family_rng(self.config.seed, 25);
         let mut pairs = Vec::new();
         for rec in self.records_in(Split::Train) {
             let cands = candidates(rec, &mut rng);
             for k in 0..self.config.pairs_per_prompt {
                 let (x, y) = if k == 0 {
                     // Good vs the family's defining flaw half the time, else vs any other kind.
-                    let key = key_flaw(rec.family()).and_then(|kind| cands.iter().find(|c| c.kind == kind));
+                    // Which key flaw, from its own stream: families with one keep the pairs they had.
+                    let flaws = key_flaws(rec.family());
+                    let kind = if flaws.len() > 1 { flaws.choose(&mut flaw_rng) } else { flaws.first() };
+                    let key = kind.and_then(|kind| cands.iter().find(|c| c.kind == *kind));
                     let other = match key {
                         Some(c) if rng.random_bool(0.5) => c,
                         _ => cands[1..].choose(&mut rng).unwrap_or(&cands[0]),
@@ -303,15 +307,22 @@ impl World {
     }
 }
 
-/// The flaw a family exists to teach against: preference pairs over-sample it.
-pub fn key_flaw(f: Family) -> Option<CandidateKind> {
+/// The flaws a family exists to teach against: preference pairs over-sample them (one drawn
+/// uniformly per pair). Each behaviour has a contrast family whose key flaw is the behaviour applied
+/// where it does not belong: refusing harmful requests ↔ over-refusing benign look-alikes, and "I
+/// don't know" to unknown names ↔ "I don't know" to a fact the corpus states. Without the second
+/// (before stop 26) "I don't know" beat a fact-shaped answer in 511 of the demo gym's pairs and lost
+/// in 70, and a reward model that cannot tell the names apart learned to prefer it on every fact
+/// question (docs/rl.md, "Facts' second key flaw").
+pub fn key_flaws(f: Family) -> &'static [CandidateKind] {
     match f {
-        Family::Harmful => Some(CandidateKind::Unsafe),
-        Family::Sycophancy => Some(CandidateKind::Sycophantic),
-        Family::Unknown | Family::Fact | Family::Arithmetic => Some(CandidateKind::Hallucinated),
-        Family::BenignLookalike => Some(CandidateKind::OverRefusal),
-        Family::Email => Some(CandidateKind::Unhelpful),
-        Family::HowTo | Family::ListSort => None,
+        Family::Harmful => &[CandidateKind::Unsafe],
+        Family::Sycophancy => &[CandidateKind::Sycophantic],
+        Family::Unknown | Family::Arithmetic => &[CandidateKind::Hallucinated],
+        Family::Fact => &[CandidateKind::Hallucinated, CandidateKind::OverRefusal],
+        Family::BenignLookalike => &[CandidateKind::OverRefusal],
+        Family::Email => &[CandidateKind::Unhelpful],
+        Family::HowTo | Family::ListSort => &[],
     }
 }
 

@@ -307,3 +307,25 @@ fn sft_behaviour_share_adds_gold_answers_for_a_share_of_behaviour_prompts() {
     let err = GymConfig { sft_behaviour_share: 1.5, ..base }.validate().unwrap_err();
     assert!(err.to_string().contains("sft_behaviour_share"), "{err}");
 }
+
+#[test]
+fn fact_pairs_put_the_answer_over_i_dont_know_as_unknown_pairs_put_it_under() {
+    // "I don't know" is the key lesson of the unknown family and the key flaw of the fact family
+    // (as refusal is for harmful requests and benign look-alikes), so a reward model that cannot
+    // tell the names apart is no longer taught, seven pairs to one, to abstain on any fact question.
+    let w = World::generate(&GymConfig::default());
+    let (prefs, _, _) = w.preferences().unwrap();
+    let count = |fam: Family, c: CandidateKind, r: CandidateKind| {
+        prefs.iter().filter(|p| p.family == fam && p.chosen_kind == c && p.rejected_kind == r).count()
+    };
+    let facts = prefs.iter().filter(|p| p.family == Family::Fact).count();
+    let answer_over_idk = count(Family::Fact, CandidateKind::Good, CandidateKind::OverRefusal);
+    let answer_over_wrong = count(Family::Fact, CandidateKind::Good, CandidateKind::Hallucinated);
+    let idk_over_made_up = count(Family::Unknown, CandidateKind::Good, CandidateKind::Hallucinated);
+    // Each of the two key flaws in about a third of the fact pairs (half the pairs draw a key
+    // flaw, split evenly; the other half draw any of six kinds).
+    for n in [answer_over_idk, answer_over_wrong] {
+        assert!((0.25..0.42).contains(&(n as f64 / facts as f64)), "{n} of {facts}");
+    }
+    assert!(answer_over_idk as f64 >= 0.45 * idk_over_made_up as f64, "{answer_over_idk} vs {idk_over_made_up}");
+}
