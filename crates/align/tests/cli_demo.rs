@@ -75,14 +75,14 @@ fn demo_runs_every_stage_and_resumes_from_its_markers() {
     let onp = std::fs::read_to_string(out.join("onpolicy/pairs.jsonl")).unwrap();
     let votes: Vec<usize> = onp.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["votes"].as_array().unwrap().len()).collect();
     assert!(!votes.is_empty() && votes.iter().all(|&n| n == 5), "{votes:?}");
-    // The reward-hacking stage: a biased panel's labels, its reward model, PPO at kl 0 and at the
-    // default β, evaluated on the families where the SFT model answers.
-    for dir in ["rm", "kl 0", "kl 0.05 (default)"] {
+    // The reward-hacking stage: a biased panel's labels, its reward model, PPO at kl 0, at the
+    // default β and at `hacking_extra_kl` (0.2), evaluated on the families where the SFT model answers.
+    for dir in ["rm", "kl 0", "kl 0.05 (default)", "kl 0.2"] {
         assert!(out.join("hacking").join(dir).join("DONE").exists(), "hacking/{dir} left no DONE marker:\n{first}");
     }
     let eval = std::fs::read_to_string(out.join("hacking/eval_prompts.jsonl")).unwrap();
     assert!(!eval.is_empty() && eval.lines().all(|l| ["how_to", "email", "list_sort", "benign_lookalike", "fact"].iter().any(|f| l.contains(&format!("\"family\":\"{f}\"")))));
-    assert!(report.contains("hacking/kl 0 |") && report.contains("hacking/kl 0.05 (default)"), "{report}");
+    assert!(report.contains("hacking/kl 0 |") && report.contains("hacking/kl 0.05 (default)") && report.contains("hacking/kl 0.2 |"), "{report}");
     // Second run: every stage is cached, only the report is rebuilt.
     let t = std::time::Instant::now();
     let second = run();
@@ -101,6 +101,21 @@ fn demo_rejects_a_bad_gym_setting_before_writing_anything() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("sft_behaviour_share must be in [0, 1]"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "the demo wrote {} before failing", out.display());
+}
+
+#[test]
+fn demo_rejects_a_bad_hacking_kl_before_writing_anything() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("demo");
+    let o = Command::new(env!("CARGO_BIN_EXE_align"))
+        .args(["demo", "--out", out.to_str().unwrap(), "--set", "hacking_extra_kl=[0.2, -1.0]"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("hacking_extra_kl: -1 is not a KL coefficient"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(!out.exists(), "the demo wrote {} before failing", out.display());
 }

@@ -1,8 +1,8 @@
 //! `align demo`: the whole pipeline on the built-in gym, with no arguments.
 //!
 //! gym → tokenizer → pretrain (stage 1) → SFT (stage 2) → on-policy pairs → reward model → DPO →
-//! PPO (stage 3) → reward hacking (a biased panel's reward model, PPO at kl 0 and at the default
-//! β) → gold evaluation of each stage → report. Each stage writes its outputs under `--out` and a
+//! PPO (stage 3) → reward hacking (a biased panel's reward model, PPO at kl 0, at the default
+//! β and at `hacking_extra_kl`) → gold evaluation of each stage → report. Each stage writes its outputs under `--out` and a
 //! `DONE` marker last, so a killed demo resumes where it stopped (`--fresh` starts over). Every
 //! knob is in [`DemoConfig`], overridable with `--config FILE` or `--set key=value`.
 
@@ -95,9 +95,15 @@ pub struct DemoConfig {
     pub ppo_train: TrainConfig,
     pub ppo_sampling: SamplingConfig,
     /// Reward hacking (issue 6): PPO against a reward model trained on a biased panel's labels
-    /// (`PanelConfig::biased`), once with kl_coef 0 and once with `ppo.kl_coef`; these are both
-    /// runs' loop settings (0 steps = no hacking stage). Written to `hacking/<variant>/`.
+    /// (`PanelConfig::biased`), once with kl_coef 0, once with `ppo.kl_coef` and once with each
+    /// of `hacking_extra_kl`; these are every run's loop settings (0 steps = no hacking stage).
+    /// Written to `hacking/<variant>/`.
     pub hacking_train: TrainConfig,
+    /// More KL coefficients for the hacking runs, beside 0 and the default. 0.2 (four times TRL's
+    /// 0.05) shows what a larger penalty holds back: on seeds 0 / 1 / 2 it kept 58 / 88 / 81% of
+    /// the held-out gold the unpenalized run loses, TRL's 0.05 17 / 41 / 26% (docs/rl.md,
+    /// "Facts' second key flaw"). Empty: only the two runs.
+    pub hacking_extra_kl: Vec<f64>,
     /// The held-out families on which the hacking runs are evaluated: those where the SFT model
     /// gives real answers (how-to, email, lists, benign look-alikes, facts: gold 0.47–1.0 for the
     /// demo's SFT model). On unknown-entity and arithmetic prompts it answers confidently wrong
@@ -201,6 +207,7 @@ impl Default for DemoConfig {
             ppo_train: rl_loop(1e-5, 200),
             ppo_sampling: SamplingConfig { temperature: 1.0, top_k: 0, max_new_tokens: 48, ..SamplingConfig::default() },
             hacking_train: rl_loop(3e-5, 200),
+            hacking_extra_kl: vec![0.2],
             rl_eval_prompts: 200,
             hacking_eval_families: ["how_to", "email", "list_sort", "benign_lookalike", "fact"].map(String::from).to_vec(),
             hacking_train_families: vec![],
@@ -259,6 +266,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
         t.matmul_precision = precision.clone();
     }
     eprintln!("training matmuls in {precision} (matmul_precision = \"{}\")", cfg.matmul_precision);
+    if let Some(b) = cfg.hacking_extra_kl.iter().find(|b| !(b.is_finite() && **b >= 0.0)) {
+        anyhow::bail!("hacking_extra_kl: {b} is not a KL coefficient (a finite number ≥ 0)");
+    }
     let size: Size = args.size.parse().map_err(|e| anyhow::anyhow!("--size: {e}"))?;
     let gym_config = GymConfig { seed: args.seed, size, sft_behaviour_share: cfg.sft_behaviour_share, ..GymConfig::default() };
     gym_config.validate()?;
@@ -452,7 +462,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
             mark_done(&hrm, &s)?;
         }
         let mut hack_seconds = vec![];
-        for (variant, kl_coef) in [("kl 0".to_string(), 0.0), (format!("kl {} (default)", cfg.ppo.kl_coef), cfg.ppo.kl_coef)] {
+        let mut variants = vec![("kl 0".to_string(), 0.0), (format!("kl {} (default)", cfg.ppo.kl_coef), cfg.ppo.kl_coef)];
+        for &b in &cfg.hacking_extra_kl {
+            if !variants.iter().any(|(_, k)| *k == b) {
+                variants.push((format!("kl {b}"), b));
+            }
+        }
+        for (variant, kl_coef) in variants {
             let dir = hack.join(&variant);
             if !done(&dir) {
                 let mut pc = ppo_config(&dir, &sft, &hrm, &gym, hack_eval.clone(), &cfg, align_rl::config::PpoConfig { kl_coef, ..cfg.ppo.clone() }, TrainConfig { seed, ..cfg.hacking_train.clone() }, seed);
@@ -463,7 +479,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             }
             hack_seconds.push(read_seconds(&dir));
         }
-        // The stage's time (its reward model and both runs) for the timings tables.
+        // The stage's time (its reward model and every run) for the timings tables.
         let seconds = read_seconds(&hrm) + hack_seconds.iter().sum::<f64>();
         align_core::atomic::write_atomic(hack.join("summary.json"), serde_json::json!({ "seconds": seconds }).to_string().as_bytes())?;
     }
