@@ -91,31 +91,19 @@ fn demo_runs_every_stage_and_resumes_from_its_markers() {
 }
 
 #[test]
-fn demo_rejects_a_bad_gym_setting_before_writing_anything() {
-    let d = tempfile::tempdir().unwrap();
-    let out = d.path().join("demo");
-    let o = Command::new(env!("CARGO_BIN_EXE_align"))
-        .args(["demo", "--out", out.to_str().unwrap(), "--set", "sft_behaviour_share=2"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
-    assert!(err.contains("sft_behaviour_share must be in [0, 1]"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(!out.exists(), "the demo wrote {} before failing", out.display());
-}
-
-#[test]
-fn demo_rejects_a_bad_hacking_kl_before_writing_anything() {
-    let d = tempfile::tempdir().unwrap();
-    let out = d.path().join("demo");
-    let o = Command::new(env!("CARGO_BIN_EXE_align"))
-        .args(["demo", "--out", out.to_str().unwrap(), "--set", "hacking_extra_kl=[0.2, -1.0]"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
-    assert!(err.contains("hacking_extra_kl: -1 is not a KL coefficient"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(!out.exists(), "the demo wrote {} before failing", out.display());
+fn demo_rejects_bad_settings_before_writing_anything() {
+    let cases = [
+        ("sft_behaviour_share=2", "sft_behaviour_share must be in [0, 1]"),
+        ("hacking_extra_kl=[0.2, -1.0]", "hacking_extra_kl: -1 is not a KL coefficient"),
+    ];
+    for (set, message) in cases {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("demo");
+        let o = Command::new(env!("CARGO_BIN_EXE_align")).args(["demo", "--out", out.to_str().unwrap(), "--set", set]).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{set}");
+        assert!(err.contains(message), "{set}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!out.exists(), "the demo wrote {} before failing on {set}", out.display());
+    }
 }
