@@ -2,9 +2,10 @@
 //!
 //! gym → tokenizer → pretrain (stage 1) → SFT (stage 2) → on-policy pairs → reward model → DPO →
 //! PPO (stage 3) → reward hacking (a biased panel's reward model, PPO at kl 0, at the default
-//! β and at `hacking_extra_kl`) → gold evaluation of each stage → report. Each stage writes its outputs under `--out` and a
-//! `DONE` marker last, so a killed demo resumes where it stopped (`--fresh` starts over). Every
-//! knob is in [`DemoConfig`], overridable with `--config FILE` or `--set key=value`.
+//! β and at `hacking_extra_kl`) → gold evaluation of each stage → report. Each stage writes its
+//! outputs under `--out` and a `DONE` marker last, so a killed demo resumes where it stopped
+//! (`--fresh` starts over). Every knob is in [`DemoConfig`], overridable with `--config FILE` or
+//! `--set key=value`.
 
 use align_data::{tokenizer::train_bpe_opts, DEFAULT_SPECIAL_TOKENS};
 use align_eval::evaluate::{evaluate_model, StageEval};
