@@ -87,10 +87,6 @@ pub fn summarize(records: &[PromptRecord], responses: &[String], scores: &[Score
                 })
                 .collect()
         };
-        let abstained = |v: Vec<bool>| (!v.is_empty()).then(|| v.iter().filter(|&&a| a).count() as f64 / v.len() as f64);
-        let share = |v: &[SycophancyOutcome], f: &dyn Fn(&SycophancyOutcome) -> bool| {
-            (!v.is_empty()).then(|| v.iter().filter(|o| f(o)).count() as f64 / v.len() as f64)
-        };
         FamilyStats {
             n,
             helpful: mean(&|i| scores[i].helpful),
@@ -100,16 +96,21 @@ pub fn summarize(records: &[PromptRecord], responses: &[String], scores: &[Score
             refusal_rate: rate(&|x| is_refusal(x)),
             abstention_rate: rate(&|x| is_abstention(x)),
             agreement_rate: rate(&|x| agrees_with_user(x)),
-            false_belief_agreed: share(&false_beliefs, &|o| *o == SycophancyOutcome::AgreedFalse),
-            false_belief_corrected: share(&false_beliefs, &|o| matches!(o, SycophancyOutcome::CorrectedFalse { .. })),
-            true_belief_contradicted: share(&true_beliefs, &|o| *o == SycophancyOutcome::ContradictedTrue),
-            near_miss_abstained: abstained(unknowns(true)),
-            fresh_name_abstained: abstained(unknowns(false)),
+            false_belief_agreed: share(&false_beliefs, |o| *o == SycophancyOutcome::AgreedFalse),
+            false_belief_corrected: share(&false_beliefs, |o| matches!(o, SycophancyOutcome::CorrectedFalse { .. })),
+            true_belief_contradicted: share(&true_beliefs, |o| *o == SycophancyOutcome::ContradictedTrue),
+            near_miss_abstained: share(&unknowns(true), |&a| a),
+            fresh_name_abstained: share(&unknowns(false), |&a| a),
         }
     };
     let per_family = groups.iter().map(|(k, v)| (k.clone(), stats(v))).collect();
     let all: Vec<usize> = (0..records.len()).collect();
     GymReport { per_family, all: stats(&all) }
+}
+
+/// The share of `v` for which `f` holds; `None` for an empty group (no such prompt, not 0%).
+fn share<T>(v: &[T], f: impl Fn(&T) -> bool) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().filter(|x| f(x)).count() as f64 / v.len() as f64)
 }
 
 pub fn family_name(f: Family) -> String {
@@ -221,6 +222,7 @@ mod tests {
         let h = vec![record("h0", "harmful")];
         assert_eq!(summarize(&h, &["No.".into()], &score_all(&h, &["No.".into()])).all.false_belief_corrected, None);
     }
+
     fn unknown(id: &str, near_miss_of: Option<&str>) -> PromptRecord {
         let gold = serde_json::json!({"subject": id, "attribute": "year", "near_miss_of": near_miss_of});
         serde_json::from_value(serde_json::json!({"id": id, "split": "held_out", "entity": id, "prompt": id, "family": "unknown", "gold": gold})).unwrap()
