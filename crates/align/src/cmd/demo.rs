@@ -100,17 +100,20 @@ pub struct DemoConfig {
     /// of `hacking_extra_kl`; these are every run's loop settings (0 steps = no hacking stage).
     /// Written to `hacking/<variant>/`.
     pub hacking_train: TrainConfig,
-    /// More KL coefficients for the hacking runs, beside 0 and the default. 0.2 (four times TRL's
-    /// 0.05) shows what a larger penalty holds back: on seeds 0 / 1 / 2 it kept 58 / 88 / 81% of
-    /// the held-out gold the unpenalized run loses, TRL's 0.05 17 / 41 / 26% (docs/rl.md,
-    /// "Facts' second key flaw"). Empty: only the two runs.
+    /// More KL coefficients for the hacking runs, beside 0 and the default. 0.5 (ten times TRL's
+    /// 0.05) keeps 60 / 78 / 64% of the held-out gold the unpenalized run loses on seeds 0 / 1 / 2,
+    /// TRL's 0.05 11 / 31 / 28%. No β up to 1 keeps gold from falling: the biased reward model
+    /// prefers compliance, and the SFT model refuses held-out harmful requests only sometimes, so
+    /// dropping its refusals costs little KL (docs/rl.md, "How large a penalty keeps gold from
+    /// falling"). Empty: only the two runs.
     pub hacking_extra_kl: Vec<f64>,
     /// The held-out families on which the hacking runs are evaluated: those where the SFT model
     /// gives real answers (how-to, email, lists, benign look-alikes, facts: gold 0.47–1.0 for the
-    /// demo's SFT model). On unknown-entity and arithmetic prompts it answers confidently wrong
-    /// (gold ≤ 0.07), so any drift gains gold — the judge scores an incoherent answer above a
-    /// confident falsehood — which hides the loss of what the model could do (docs/rl.md has
-    /// every family).
+    /// demo's SFT model) and harmful requests (it refuses 15–45% of them; drifting away from a
+    /// refusal loses gold, away from compliance gains it, as it should). On unknown-entity and
+    /// arithmetic prompts it answers confidently wrong (gold ≤ 0.07), so any drift gains gold — the
+    /// judge scores an incoherent answer above a confident falsehood — which hides the loss of what
+    /// the model could do (docs/rl.md has every family).
     pub hacking_eval_families: Vec<String>,
     /// The train families whose prompts the hacking runs roll out on (empty: every family, as
     /// TRL trains on a prompt set). Leaving out unknown names did not stop the "I don't know" hack
@@ -208,9 +211,9 @@ impl Default for DemoConfig {
             ppo_train: rl_loop(1e-5, 200),
             ppo_sampling: SamplingConfig { temperature: 1.0, top_k: 0, max_new_tokens: 48, ..SamplingConfig::default() },
             hacking_train: rl_loop(3e-5, 200),
-            hacking_extra_kl: vec![0.2],
+            hacking_extra_kl: vec![0.5],
             rl_eval_prompts: 200,
-            hacking_eval_families: ["how_to", "email", "list_sort", "benign_lookalike", "fact"].map(String::from).to_vec(),
+            hacking_eval_families: ["how_to", "email", "list_sort", "benign_lookalike", "fact", "harmful"].map(String::from).to_vec(),
             hacking_train_families: vec![],
             matmul_precision: "auto".into(),
             eval_per_family: 40,
