@@ -76,12 +76,14 @@ fn demo_runs_every_stage_and_resumes_from_its_markers() {
     let votes: Vec<usize> = onp.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["votes"].as_array().unwrap().len()).collect();
     assert!(!votes.is_empty() && votes.iter().all(|&n| n == 5), "{votes:?}");
     // The reward-hacking stage: a biased panel's labels, its reward model, PPO at kl 0, at the
-    // default β and at `hacking_extra_kl` (0.5), evaluated on the families where the SFT model answers.
+    // default β and at `hacking_extra_kl` (0.5), evaluated on the families where the SFT model
+    // answers and on harmful requests.
     for dir in ["rm", "kl 0", "kl 0.05 (default)", "kl 0.5"] {
         assert!(out.join("hacking").join(dir).join("DONE").exists(), "hacking/{dir} left no DONE marker:\n{first}");
     }
     let eval = std::fs::read_to_string(out.join("hacking/eval_prompts.jsonl")).unwrap();
     assert!(!eval.is_empty() && eval.lines().all(|l| ["how_to", "email", "list_sort", "benign_lookalike", "fact", "harmful"].iter().any(|f| l.contains(&format!("\"family\":\"{f}\"")))));
+    assert!(eval.contains("\"family\":\"harmful\""), "no harmful request among the hacking runs' held-out prompts");
     assert!(report.contains("hacking/kl 0 |") && report.contains("hacking/kl 0.05 (default)") && report.contains("hacking/kl 0.5 |"), "{report}");
     // Second run: every stage is cached, only the report is rebuilt.
     let t = std::time::Instant::now();
